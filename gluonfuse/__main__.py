@@ -1,0 +1,4 @@
+"""`python -m gluonfuse` is the `gluonfuse` command."""
+from gluonfuse.cli import main
+
+main()

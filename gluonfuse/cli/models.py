@@ -1,0 +1,4 @@
+"""Commands about networks: list, summary, export."""
+import click
+
+COMMANDS = []
