@@ -1,0 +1,45 @@
+"""Small file helpers every module shares: outputs appear whole or not at all."""
+import contextlib
+import json
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    An interrupted or failed write leaves no file that looks complete (the temporary one is removed).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".part", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+
+
+def read_json(path, what="JSON file"):
+    """Read a JSON file; a missing or malformed one is a DataError naming the file."""
+    from gluonfuse.errors import DataError
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {what} {path}: {exc}") from None
