@@ -18,10 +18,16 @@ def parse_arg(text):
     return key, value
 
 
-def model_options(fn):
-    """Add --network/--depth/--widen-factor/--classes/--arg and pass ``network, model_kwargs``."""
+def model_options(fn=None, *, network_required=True):
+    """Add --network/--depth/--widen-factor/--classes/--arg and pass ``network, model_kwargs``.
 
-    @click.option("--network", "-n", required=True, metavar="NAME",
+    ``@model_options(network_required=False)`` for commands that can take the network from elsewhere
+    (``train --resume``).
+    """
+    if fn is None:
+        return functools.partial(model_options, network_required=network_required)
+
+    @click.option("--network", "-n", required=network_required, metavar="NAME",
                   help="A network family or preset (see 'gluonfuse list').")
     @click.option("--depth", "-d", type=int, default=None,
                   help="Depth (for fusion nets: of the corresponding plain net). Family default if omitted.")

@@ -91,19 +91,6 @@ def _stored_size(meta):
     return min(shape[1:]) if shape else None
 
 
-def load_exported(symbol_file, params_file, contexts):
-    """A SymbolBlock from an exported pair (plain MXNet's way)."""
-    import mxnet as mx
-
-    for path in (symbol_file, params_file):
-        if not os.path.isfile(path):
-            raise DataError(f"file not found: {path}")
-    try:
-        return mx.gluon.SymbolBlock.imports(symbol_file, ["data"], params_file, ctx=contexts)
-    except Exception as exc:  # noqa: BLE001 - mxnet raises many kinds here
-        raise DataError(f"cannot load {symbol_file} with {params_file}: {str(exc).splitlines()[0]}") from None
-
-
 def evaluate_exported(symbol_file, params_file, data, mean=None, std=None, classes=None, input_shape=None,
                       contexts=None, batch_size=64, threads=2):
     """Evaluate an exported symbol + params on ``data`` (a .rec).
@@ -113,6 +100,7 @@ def evaluate_exported(symbol_file, params_file, data, mean=None, std=None, class
     """
     import mxnet as mx
 
+    from gluonfuse.export import load_exported
     from gluonfuse.io import read_json
     from gluonfuse.train.data import count_records, normalisation, read_dataset_meta, record_iter
 
