@@ -105,6 +105,8 @@ class CheckpointStore:
             path = os.path.join(self.dir, "best.params")
             return path if os.path.isfile(path) else None
         epochs = self.epochs()
+        if which != "last" and not str(which).isdigit():
+            raise ValueError(f"which checkpoint: 'best', 'last' or an epoch number, not {which!r}")
         if which == "last":
             return self._path(epochs[-1], "params") if epochs else None
         return self._path(int(which), "params") if int(which) in epochs else None

@@ -95,8 +95,9 @@ def evaluate_exported(symbol_file, params_file, data, mean=None, std=None, class
                       contexts=None, batch_size=64, threads=2):
     """Evaluate an exported symbol + params on ``data`` (a .rec).
 
-    Normalisation and classes come from the dataset's ``meta.json`` beside the ``.rec`` (and the
-    dataset presets), unless given; the input shape from the export's ``-meta.json`` when present.
+    Normalisation: the arguments, else the export's ``-meta.json`` (gluonfuse runs record it there),
+    else the dataset's ``meta.json`` beside the ``.rec`` (and the dataset presets). Classes and input
+    shape from the export's metadata when present.
     """
     import mxnet as mx
 
@@ -109,6 +110,8 @@ def evaluate_exported(symbol_file, params_file, data, mean=None, std=None, class
     meta = read_dataset_meta(data_dir) if os.path.isfile(os.path.join(data_dir, "meta.json")) else None
     export_meta_path = symbol_file.replace("-symbol.json", "-meta.json")
     export_meta = read_json(export_meta_path, "export metadata") if os.path.isfile(export_meta_path) else {}
+    if (mean is None or std is None) and "mean" in export_meta and "std" in export_meta:
+        mean, std = export_meta["mean"], export_meta["std"]  # the trainer records them in the export
     if mean is None or std is None:
         if meta is None:
             raise ValueError(f"no meta.json beside {data}: give --mean and --std (0..255 scale, RGB)")

@@ -278,7 +278,7 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
             it = record_iter(train_rec, config.batch_size, config.input_shape, config.mean, config.std,
                              aug_type=config.aug_type, shuffle=True, seed=seed,
                              threads=config.preprocess_threads, stored_size=stored)
-            train_m, seconds, speed = _train_epoch(epoch, it, step, config, console, batches, quiet, train_rec)
+            train_m, seconds, speed = train_epoch(epoch, it, step, config, console.file, batches, quiet, train_rec)
             average_running_stats(net)
             test_it = record_iter(test_rec, config.test_batch_size, config.input_shape, config.mean, config.std,
                                   threads=config.preprocess_threads, stored_size=stored)
@@ -342,7 +342,12 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
             "last": last, "export": paths}
 
 
-def _train_epoch(epoch, it, step, config, console, batches, quiet, source):
+def train_epoch(epoch, it, step, config, log, batches, quiet=True, source="train.rec", limit=None):
+    """One pass of ``it`` through ``step``; returns (train metrics, seconds, images per second).
+
+    ``log`` receives the authors' per-batch lines every ``config.log_interval`` batches; ``limit``
+    stops after that many batches (benchmarks).
+    """
     from tqdm import tqdm
 
     meter = None
@@ -369,12 +374,14 @@ def _train_epoch(epoch, it, step, config, console, batches, quiet, source):
             images += valid
             if last is not None and nbatch % config.log_interval == 0:
                 speed = images / max(time.time() - tic, 1e-9)
-                console.file(f"Epoch[{epoch}] Batch [{nbatch}]\tSpeed: {speed:.2f} samples/sec\t"
+                log(f"Epoch[{epoch}] Batch [{nbatch}]\tSpeed: {speed:.2f} samples/sec\t"
                              f"loss: {last[0]:.4f}\ttop1: {100 * (1 - last[1]):.4f}")
             if last is not None:
                 bar.set_postfix(loss=f"{last[0]:.3f}", acc=f"{100 * (1 - last[1]):.1f}%",
                                 img_s=f"{images / max(time.time() - tic, 1e-9):.0f}", refresh=False)
             bar.update(1)
+            if limit is not None and nbatch >= limit:
+                break
         try:
             result = meter.result()
         except NonFiniteLossError:
