@@ -68,13 +68,13 @@ def ensure_dataset(dataset, data_dir, echo=print):
         # HOOK(data): the data library's preparation function is written in parallel with the
         # trainer; this is the one call to adjust if its name or signature differs.
         try:
-            from gluonfuse.data.prepare import prepare_dataset
+            from gluonfuse.data.prepare import prepare
         except ImportError:
             raise DataError(f"{data_dir} has no prepared 'digits' dataset and this gluonfuse has no "
                             "data preparation library; run 'gluonfuse data prepare digits --out "
                             f"{data_dir}'") from None
         echo(f"Preparing the embedded 'digits' dataset into {data_dir} ...")
-        prepare_dataset("digits", data_dir)
+        prepare("digits", out=data_dir, echo=echo)
     check_dataset_dir(data_dir)
 
 

@@ -10,6 +10,7 @@ Initialisation (SPEC 1.6): Dense weights Xavier(uniform, 'in', 1), every other w
 Xavier(gaussian, 'in', 2), BatchNorm gamma 1 and beta 0, biases 0. Weight decay applies to every
 trainable parameter (weights, biases, gamma, beta), as in the authors' ``Nesterov`` optimizer.
 """
+import dataclasses
 import logging
 import math
 import os
@@ -116,7 +117,7 @@ def prepare(config, echo=print):
     entry = get_entry(config.network)
     kwargs = dict(config.model_kwargs, classes=classes)
     # recipe-implied model arguments (wrn_svhn's dropout) where the network takes them
-    fields = {f.name for f in __import__("dataclasses").fields(entry.spec_cls)}
+    fields = {f.name for f in dataclasses.fields(entry.spec_cls)}
     for key, value in cfgmod.get_recipe(config.recipe).model_defaults:
         if key in fields and key not in kwargs:
             kwargs[key] = value
@@ -382,6 +383,8 @@ def train_epoch(epoch, it, step, config, log, batches, quiet=True, source="train
             bar.update(1)
             if limit is not None and nbatch >= limit:
                 break
+        if meter is None:
+            raise DataError(f"{source}: no training records")
         try:
             result = meter.result()
         except NonFiniteLossError:
