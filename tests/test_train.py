@@ -149,6 +149,7 @@ def test_resume_after_sigkill_mid_epoch_reproduces_the_uninterrupted_run(trained
     (["--network", "crosss"], 2, "Did you mean 'cross'"),
     (["--lr-steps", "3,1"], 2, "--lr-steps"),
     (["--batch-size", "1"], 2, "smaller than the 2 devices"),
+    (["--kvstore", "devcie"], 2, "Did you mean 'device'"),
 ])
 def test_bad_arguments_give_one_clear_line(cli, pattern_data, tmp_path, args, code, message):
     missing = str(tmp_path / "nowhere")
@@ -164,7 +165,12 @@ def test_bad_arguments_give_one_clear_line(cli, pattern_data, tmp_path, args, co
     assert not os.path.exists(tmp_path / "runs") or not os.listdir(tmp_path / "runs")
 
 
-def test_eval_and_train_bad_arguments(cli, tmp_path):
+def test_eval_and_train_bad_arguments(cli, tmp_path, trained_run):
+    run_dir, _ = trained_run
+    result = cli("eval", run_dir, "--column", "2")
+    assert result.exit_code == 2 and "needs a FractalNet" in result.output
+    result = cli("eval", run_dir, "--which", "newest")
+    assert result.exit_code == 2 and "'best', 'last' or an epoch number" in result.output
     result = cli("eval", str(tmp_path))
     assert result.exit_code == 1 and "not a run directory" in result.output
     result = cli("eval")

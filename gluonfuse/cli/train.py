@@ -60,7 +60,7 @@ def _floats(text, name):
 @click.option("--aug-type", type=int, default=None,
               help="0 none, 1 pad-4 crop + mirror (CIFAR default), 2 scale/aspect/colour + crop (ImageNet).")
 @device_options
-@click.option("--kvstore", default=None, help="Gradient aggregation: device (default), local, dist_sync, ...")
+@click.option("--kvstore", default=None, help="Gradient aggregation across devices: device (default), local or nccl.")
 @click.option("--out", "out_dir", default=None, help="Where run directories are created (default runs/).")
 @click.option("--keep-checkpoints", type=int, default=None, help="Epoch checkpoints kept (default 3) besides best.")
 @click.option("--threads", "preprocess_threads", type=int, default=None,

@@ -71,6 +71,8 @@ DATASET_DEFAULTS = {
 KNOWN_DATASETS = ("cifar10", "cifar100", "svhn", "mnist", "digits", "imagenet", "folder")
 OPTIMIZERS = ("nag", "sgd", "adam")
 AUG_TYPES = (0, 1, 2)
+# one machine: gradients aggregated on a device (device) or on the CPU (local); nccl for CUDA builds
+KVSTORES = ("device", "local", "nccl")
 
 
 def get_recipe(name):
@@ -141,6 +143,10 @@ class TrainConfig:
         if self.aug_type not in AUG_TYPES:
             raise ValueError(f"--aug-type must be 0 (none), 1 (pad-crop-mirror) or 2 (scale, aspect, "
                              f"colour, mirror, crop), got {self.aug_type!r}")
+        if self.kvstore not in KVSTORES:
+            hint = (" gluonfuse train runs on one machine; distributed kvstores are not supported yet."
+                    if str(self.kvstore).startswith("dist") else did_you_mean(self.kvstore, KVSTORES))
+            raise ValueError(f"unknown --kvstore {self.kvstore!r} (use {', '.join(KVSTORES)}).{hint}")
         bad = [s for s in self.lr_steps if not isinstance(s, int) or s <= 0]
         if bad or list(self.lr_steps) != sorted(set(self.lr_steps)):
             raise ValueError(f"--lr-steps must be increasing positive epochs like 200,300,350, "

@@ -50,12 +50,7 @@ def make_trainer(net, optimizer, lr, wd, momentum, kvstore):
     params = {"learning_rate": lr, "wd": wd}
     if optimizer in ("nag", "sgd"):
         params["momentum"] = momentum
-    try:
-        kv = mx.kv.create(kvstore)
-    except mx.base.MXNetError:
-        raise ValueError(f"unknown --kvstore {kvstore!r}; use device, local, or dist_sync/dist_async "
-                         "under a distributed launcher") from None
-    return mx.gluon.Trainer(net.collect_params(), optimizer, params, kvstore=kv)
+    return mx.gluon.Trainer(net.collect_params(), optimizer, params, kvstore=mx.kv.create(kvstore))
 
 
 def average_running_stats(net):
