@@ -46,7 +46,10 @@ STAGE_RE = re.compile(r"^(g|stage)(\d+)$")
 SIDE_TOKENS = {"a": "left", "b": "right", "left": "left", "right": "right"}
 KIND_TOKENS = {"short": "shortcut", "root": "root shortcut", "mid": "mid shortcut"}
 COLUMN_RE = re.compile(r"^(?:c|col|column)(\d+)$")
+NUMBERED_RE = re.compile(r"^[a-z]+(\d+)$")
 
+# node kinds drawn as coloured boxes (and so listed in the legend)
+COLOURED = ("conv", "fc", "concat", "op")
 # ColorBrewer Set2 for numbered stages (as the authors' drawings), fixed colours for the rest
 STAGE_COLOURS = ("#66c2a5", "#fc8d62", "#8da0cb", "#e78ac3", "#ffd92f", "#e5c494", "#b3b3b3",
                  "#8dd3c7")
@@ -149,11 +152,12 @@ def name_parts(name, prefix, children=()):
         rest = "_".join(tokens) + "_"
         for child in sorted(children, key=len, reverse=True):
             if child and rest.startswith(child + "_"):
-                group, start = child, len(_tokens(child, ""))
+                # a bare layer as a top-level block ('stem_conv_') still belongs to 'stem'
+                group, start = child.split("_")[0], len(_tokens(child, ""))
                 break
     side, kinds = None, []
-    for tok in tokens[start:]:
-        if tok in SIDE_TOKENS and side is None:
+    for i, tok in enumerate(tokens):
+        if tok in SIDE_TOKENS and side is None and i >= start:
             side = SIDE_TOKENS[tok]
         elif tok in KIND_TOKENS and KIND_TOKENS[tok] not in kinds:
             kinds.append(KIND_TOKENS[tok])
@@ -258,7 +262,7 @@ def full_graph(net, title="", input_shape=None):
         short = op.name[len(prefix):] if op.op != "null" and op.name.startswith(prefix) else op.name
         nodes.append(Node(f"n{op.index}", "input" if op.op == "null" else "op", label, group, tag, short))
         edges.extend((f"n{src}", f"n{op.index}") for src in op.inputs)
-    return Graph(title, nodes, edges, _ordered_groups(n for n in nodes if n.kind != "input"))
+    return Graph(title, nodes, edges, _ordered_groups(n for n in nodes if n.kind in COLOURED))
 
 
 def _fusions(ops):
@@ -353,7 +357,7 @@ def paper_graph(net, title="", input_shape=None):
                     edges.append((f"n{r}", f"n{op.index}"))
     _drop_one_sided_tags(nodes)
     _tag_outputs(net, nodes, [reps[i] for i in outputs])
-    return Graph(title, nodes, edges, _ordered_groups(n for n in nodes if n.kind != "input"))
+    return Graph(title, nodes, edges, _ordered_groups(n for n in nodes if n.kind in COLOURED))
 
 
 def _drop_one_sided_tags(nodes):
@@ -389,11 +393,14 @@ def build_graph(net, style="paper", title="", input_shape=None):
 # ---------------------------------------------------------------- DOT text
 
 def group_colours(groups):
-    colours, others = {}, iter(OTHER_COLOURS * 4)
+    """Numbered groups (g1, stage2, FractalNet's b3) take Set2 by number, stem and head fixed colours."""
+    colours, others = {}, iter(OTHER_COLOURS)
     for g in groups:
-        m = STAGE_RE.match(g)
+        if g in colours:
+            continue
+        m = NUMBERED_RE.match(g)
         if m:
-            colours[g] = STAGE_COLOURS[(int(m.group(2)) - 1) % len(STAGE_COLOURS)]
+            colours[g] = STAGE_COLOURS[(int(m.group(1)) - 1) % len(STAGE_COLOURS)]
         elif g in GROUP_COLOURS:
             colours[g] = GROUP_COLOURS[g]
         else:
@@ -531,18 +538,16 @@ def draw(network, out=None, style="paper", fmt=None, **model_kwargs):
 
     ``out`` defaults to ``<network>_d<depth>.<fmt>`` in the current directory.
     """
-    from gluonfuse.models import count_params, get_entry
+    from gluonfuse.models import count_params, get_entry, get_model
 
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose one of: {', '.join(STYLES)}")
-    entry = get_entry(network)
-    spec = entry.make_spec(**model_kwargs)
+    net = get_model(network, **model_kwargs)
     if out is None:
         if fmt is not None and fmt not in FORMATS:
             output_paths("x", fmt)  # raises with the list of formats
-        out = default_filename(network, spec, fmt or "png", preset=entry.kind == "preset")
-    net = entry.net_cls(spec)
-    graph = build_graph(net, style, title=graph_title(network, spec, count_params(net)))
+        out = default_filename(network, net.spec, fmt or "png", preset=get_entry(network).kind == "preset")
+    graph = build_graph(net, style, title=graph_title(network, net.spec, count_params(net)))
     paths = render(to_dot(graph), out, fmt)
     paths["nodes"] = len(graph.nodes)
     return paths

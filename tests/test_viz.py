@@ -48,7 +48,12 @@ def _check_paper_graph(net, graph):
     assert reached == set(order)
 
 
-@pytest.mark.parametrize("name", list_models())
+def _every_network():
+    for name in list_models():
+        yield pytest.param(name, id=name, marks=[pytest.mark.slow] if get_entry(name).heavy else [])
+
+
+@pytest.mark.parametrize("name", _every_network())
 def test_every_network_draws(name, tmp_path):
     entry = get_entry(name)
     net = get_model(name)
@@ -57,7 +62,9 @@ def test_every_network_draws(name, tmp_path):
     full = viz.full_graph(net, title=name)
     ops, _ = viz.trace(net)
     assert len(full.nodes) == len(ops)
-    fmt = "gv" if entry.heavy or shutil.which("dot") is None else "png"
+    # dot itself runs on every light family; presets and heavy nets give the same kind of DOT text
+    light_family = entry.kind == "family" and not entry.heavy
+    fmt = "png" if light_family and shutil.which("dot") else "gv"
     paths = viz.draw(name, out=str(tmp_path / f"{name}.{fmt}"))
     assert os.path.getsize(paths["source"]) > 0
     if fmt == "png":
@@ -151,7 +158,7 @@ def test_mean_joins_and_masks_collapse():
     assert into[plus] == [mean3, c1]
     assert into[fc] == [plus]
     assert [n.tag for n in graph.nodes if n.kind == "conv"] == ["column 1", "column 2", "column 2"]
-    assert graph.nodes[-1].group == "head_fc"
+    assert graph.nodes[-1].group == "head"  # from the top-level block head_fc_
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -161,9 +168,20 @@ def test_mean_joins_and_masks_collapse():
     ("cross_head_fc_fwd", ("head", "")),
     ("cross_g3_b1__plus2", ("g3", "")),
     ("cross_pooling0", ("", "")),
+    ("cross_stem_conv_fwd1", ("stem", "")),  # a bare layer registered as 'stem_conv_'
+    ("ror_root_conv_fwd", ("root", "root shortcut")),
+    ("ror_g2_mid_conv_fwd", ("g2", "mid shortcut")),
 ])
 def test_name_parts(name, expected):
-    assert viz.name_parts(name, "cross_", ("stem", "g1", "g2", "g3", "head")) == expected
+    prefix = name.split("_")[0] + "_"
+    assert viz.name_parts(name, prefix, ("stem_conv", "g1", "g2", "g3", "head", "root")) == expected
+
+
+def test_group_colours():
+    colours = viz.group_colours(["stem", "g1", "g2", "b3", "root", "head", "mid", "g1"])
+    assert colours["g1"] == viz.STAGE_COLOURS[0] and colours["b3"] == viz.STAGE_COLOURS[2]
+    assert colours["stem"] == viz.GROUP_COLOURS["stem"]
+    assert colours["root"] != colours["mid"] and len(colours) == 7
 
 
 def test_output_paths():
@@ -212,7 +230,7 @@ def test_show_full_style_svg_with_shapes(cli, tmp_path):
 
 def test_show_model_args_and_gv_only(cli, tmp_path):
     out = tmp_path / "r.gv"
-    result = cli("show", "-n", "resnet_imagenet", "--model-arg", "units=[1,1,1,1]", "--model-arg", "classes=5",
+    result = cli("show", "-n", "resnet_imagenet", "--arg", "units=(1,1,1,1)", "--arg", "classes=5",
                  "--out", out)
     assert result.exit_code == 0, result.output
     source = out.read_text()
@@ -226,8 +244,8 @@ def test_show_model_args_and_gv_only(cli, tmp_path):
     (["-n", "dfn_mr1", "--depth", "56"], "fixes depth=110"),
     (["-n", "cross", "--out", "x.svg", "--format", "png"], "make them agree"),
     (["-n", "cross", "--out", "x.jpg"], "unknown format 'jpg'"),
-    (["-n", "cross", "--model-arg", "depth"], "KEY=VALUE"),
-    (["-n", "cross", "--model-arg", "colour=1"], "accepts: depth, widen_factor, classes"),
+    (["-n", "cross", "--arg", "depth"], "KEY=VALUE"),
+    (["-n", "cross", "--arg", "colour=1"], "accepts: depth, widen_factor, classes"),
 ])
 def test_show_bad_arguments(cli, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

@@ -1,36 +1,14 @@
 """Commands to see and compare: show (architecture graphs) and results (repeated runs)."""
 import click
 
+from gluonfuse.cli.common import model_options
 from gluonfuse.errors import DataError
 
 COMMANDS = []
 
 
-def parse_model_args(pairs):
-    """``('units=[1,2,11,2]', 'drop_path=0.15')`` -> kwargs; values are JSON, else plain strings."""
-    import json
-
-    kwargs = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--model-arg wants KEY=VALUE (e.g. units=[1,2,11,2]), got {pair!r}")
-        try:
-            kwargs[key.strip()] = json.loads(text)
-        except ValueError:
-            kwargs[key.strip()] = text
-    return kwargs
-
-
 @click.command()
-@click.option("-n", "--network", required=True, help="A network or preset (see 'gluonfuse list').")
-@click.option("--depth", type=int, default=None,
-              help="Depth, for networks that take one [default: the network's own: 26 for the "
-                   "deeply-fused nets, as the authors' tool].")
-@click.option("--widen-factor", type=int, default=None, help="Widen factor [default: the network's own, 1].")
-@click.option("--classes", type=int, default=None, help="Classes of the Dense layer [default: the network's own].")
-@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
-              help="Any other argument of the network, VALUE in JSON (repeatable), e.g. units=[1,2,11,2].")
+@model_options
 @click.option("--style", type=click.Choice(["paper", "full"]), default="paper", show_default=True,
               help="paper: convolutions and Dense layers, sums and means, coloured by stage; "
                    "full: every operator with its output shape.")
@@ -38,7 +16,7 @@ def parse_model_args(pairs):
               help="Picture format [default: from --out's suffix, else png]; gv writes only the Graphviz source.")
 @click.option("-o", "--out", default=None, metavar="FILE",
               help="Output file [default: <network>_d<depth>.<format> in the current directory].")
-def show(network, depth, widen_factor, classes, model_args, style, fmt, out):
+def show(network, model_kwargs, style, fmt, out):
     """Draw a network's architecture graph (bottom to top) with Graphviz.
 
     The graph is traced from the network itself, so every registered network and configuration
@@ -54,11 +32,7 @@ def show(network, depth, widen_factor, classes, model_args, style, fmt, out):
     """
     from gluonfuse.viz import draw
 
-    kwargs = parse_model_args(model_args)
-    for key, value in (("depth", depth), ("widen_factor", widen_factor), ("classes", classes)):
-        if value is not None:
-            kwargs[key] = value
-    paths = draw(network, out=out, style=style, fmt=fmt, **kwargs)
+    paths = draw(network, out=out, style=style, fmt=fmt, **model_kwargs)
     if "picture" in paths:
         click.echo(f"Wrote {paths['picture']} ({paths['nodes']} nodes; Graphviz source {paths['source']})")
     else:
