@@ -161,6 +161,26 @@ def test_mean_joins_and_masks_collapse():
     assert graph.nodes[-1].group == "head"  # from the top-level block head_fc_
 
 
+class _StackMean(nn.HybridBlock):
+    def __init__(self):
+        super().__init__(prefix="sm_")
+        self.spec = _Spec()
+        with self.name_scope():
+            self.convs = nn.HybridSequential(prefix="g1_")
+            with self.convs.name_scope():
+                for i in range(3):
+                    self.convs.add(nn.Conv2D(2, 1, in_channels=3, prefix=f"c{i + 1}_conv_"))
+
+    def hybrid_forward(self, F, x):
+        return F.mean(F.stack(*[conv(x) for conv in self.convs], axis=0), axis=0)
+
+
+def test_mean_of_a_stack_is_a_join():
+    graph = viz.paper_graph(_StackMean())
+    assert [n.kind for n in graph.nodes] == ["input", "conv", "conv", "conv", "mean"]
+    assert _incoming(graph)[graph.nodes[-1].key] == [n.key for n in graph.nodes[1:4]]
+
+
 @pytest.mark.parametrize("name, expected", [
     ("cross_g2_b0_short_a_conv_fwd", ("g2", "left shortcut")),
     ("cross_g1_b1_b_u2_conv_fwd", ("g1", "right")),
