@@ -167,6 +167,8 @@ def test_bad_arguments_give_one_clear_line(cli, pattern_data, tmp_path, args, co
 
 def test_eval_and_train_bad_arguments(cli, tmp_path, trained_run):
     run_dir, _ = trained_run
+    result = cli("train", "--resume", run_dir, "--lr", "0.5")
+    assert result.exit_code == 2 and "only --epochs" in result.output and "lr" in result.output
     result = cli("eval", run_dir, "--column", "2")
     assert result.exit_code == 2 and "needs a FractalNet" in result.output
     result = cli("eval", run_dir, "--which", "newest")

@@ -37,6 +37,14 @@ def test_family_recipes(recipe, steps, factor, epochs, batch, wd):
     assert (c.lr_steps, c.lr_factor, c.epochs, c.batch_size, c.wd) == (steps, factor, epochs, batch, wd)
 
 
+def test_seed_is_fresh_per_run_unless_given():
+    from gluonfuse.train.config import resolve_config
+
+    seeds = {resolve_config("cross", "cifar10").seed for _ in range(4)}
+    assert len(seeds) > 1
+    assert resolve_config("cross", "cifar10", overrides={"seed": 7}).seed == 7
+
+
 def test_overrides_and_schedule():
     from gluonfuse.train.config import resolve_config
     from gluonfuse.train.schedule import lr_at
@@ -120,6 +128,15 @@ def test_pad_crop_pads_with_exact_zeros_and_is_seeded():
     possible = {(32 - abs(dy)) * (32 - abs(dx)) for dy in range(-4, 5) for dx in range(-4, 5)}
     assert set(ones) <= possible and len(set(ones)) >= 5
     assert (x[:, 0] == x[:, 1]).all()
+
+
+def test_imagenet_style_augmentation_builds(pattern_data):
+    from gluonfuse.train.data import record_iter
+
+    it = record_iter(os.path.join(pattern_data, "train.rec"), 8, (3, 24, 24), [120] * 3, [60] * 3, aug_type=2,
+                     shuffle=True, seed=3)
+    x = next(iter(it)).data[0].asnumpy()
+    assert x.shape == (8, 3, 24, 24) and np.isfinite(x).all() and x.std() > 0.1
 
 
 def test_missing_or_broken_dataset_is_a_data_error(tmp_path, pattern_data):
@@ -246,7 +263,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cli, pattern_d
     assert not os.path.exists(os.path.join(run_dir, "checkpoints", "epoch-0002.json"))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gluonfuse.data.prepare") is not None,
+HAVE_DATA_LIBRARY = importlib.util.find_spec("gluonfuse.data.prepare") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_DATA_LIBRARY, reason="needs gluonfuse.data (digits preparation)")
+def test_digits_is_prepared_on_the_fly_under_data(cli, tmp_path, monkeypatch):
+    """The README's first command: no data yet, data/digits appears, one epoch trains and exports."""
+    monkeypatch.chdir(tmp_path)
+    result = cli("train", "--network", "cross", "--depth", "14", "--dataset", "digits", "--epochs", "1", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert os.path.isfile(tmp_path / "data" / "digits" / "meta.json")
+    run_dir = only_run(str(tmp_path / "runs"))
+    assert os.path.basename(run_dir) == "cross_d14_w1_digits_1"
+    assert os.path.isfile(os.path.join(run_dir, "export", "best-symbol.json"))
+    assert "Test error" in result.output
+
+
+@pytest.mark.skipif(HAVE_DATA_LIBRARY,
                     reason="the data library is present: digits is prepared on the fly")
 def test_digits_without_data_library_says_how_to_prepare(cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

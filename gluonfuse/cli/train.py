@@ -38,9 +38,9 @@ def _floats(text, name):
 
 @click.command("train")
 @model_options(network_required=False)
-@click.option("--dataset", default="cifar10", show_default=True,
-              help="cifar10, cifar100, svhn, mnist, digits, folder (a prepared folder dataset), ...: picks "
-                   "the dataset defaults and the default --data-dir data/DATASET.")
+@click.option("--dataset", default=None,
+              help="cifar10 (default), cifar100, svhn, mnist, digits, folder (a prepared folder dataset), ...: "
+                   "picks the dataset defaults and the default --data-dir data/DATASET.")
 @click.option("--data-dir", default=None, help="Prepared dataset directory (default data/DATASET). "
                                                "'digits' is prepared there on the fly when missing.")
 @click.option("--recipe", default=None, help="Training recipe: fusion (default, SPEC 1.6), fractal, ror, "
@@ -56,7 +56,8 @@ def _floats(text, name):
 @click.option("--wd", type=float, default=None, help="Weight decay on every parameter (default 1e-4).")
 @click.option("--momentum", type=float, default=None, help="Momentum (default 0.9).")
 @click.option("--optimizer", default=None, help="nag (default), sgd or adam.")
-@click.option("--seed", type=int, default=None, help="Random seed (default 0).")
+@click.option("--seed", type=int, default=None,
+              help="Random seed (default: a fresh one per run, saved in config.json; give one to repeat a run).")
 @click.option("--aug-type", type=int, default=None,
               help="0 none, 1 pad-4 crop + mirror (CIFAR default), 2 scale/aspect/colour + crop (ImageNet).")
 @device_options
@@ -81,11 +82,18 @@ def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume,
     from gluonfuse.train.loop import train
 
     if resume:
+        given = [name for name, value in dict(options, network=network, dataset=dataset, data_dir=data_dir,
+                                              recipe=recipe, **model_kwargs).items()
+                 if value is not None and name != "epochs"]
+        if given:
+            raise ValueError(f"--resume continues a run with its saved configuration; only --epochs, "
+                             f"--gpus/--cpus and --quiet may change (got {', '.join(sorted(given))})")
         result = train(resume=resume, quiet=quiet, echo=click.echo,
                        overrides={"epochs": options["epochs"], "contexts": devices})
     else:
         if not network:
             raise click.UsageError("Missing option '--network' (or give --resume RUN_DIR).")
+        dataset = dataset or "cifar10"
         conf = cfgmod.resolve_config(network, dataset, data_dir=data_dir, recipe=recipe, model_kwargs=model_kwargs,
                                      overrides=options, contexts=devices or ["cpu(0)"])
         result = train(conf, quiet=quiet, echo=click.echo)

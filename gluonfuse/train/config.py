@@ -11,6 +11,7 @@ and the user's overrides into one :class:`TrainConfig`, which is what ``config.j
 GPU), so the recipe means the same on any number of devices.
 """
 import dataclasses
+import os
 from typing import Dict, List, Optional, Tuple
 
 from gluonfuse.errors import did_you_mean
@@ -195,6 +196,10 @@ def resolve_config(network, dataset, data_dir=None, recipe=None, model_kwargs=No
     if steps is None:
         steps = r.steps(values["epochs"])
     values.setdefault("test_batch_size", values["batch_size"])
+    if values.get("seed") is None:
+        # like the authors' time-based seed, repeated runs differ; the drawn seed is saved in
+        # config.json, so --resume reproduces the run
+        values["seed"] = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
     cfg = TrainConfig(network=network, model_kwargs=dict(model_kwargs or {}), dataset=dataset,
                       data_dir=data_dir or f"data/{dataset}", recipe=recipe, lr_steps=steps,
                       contexts=list(contexts), **values)

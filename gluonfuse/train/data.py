@@ -19,6 +19,8 @@ Two MXNet traps handled here: ``batch.pad`` marks the padded tail of the last ba
 not count it), and after ``reset()`` a ``round_batch`` iterator starts the next pass *after* the
 samples it borrowed for padding, so every pass gets a fresh iterator (:func:`record_iter`).
 """
+import importlib
+import importlib.util
 import os
 
 import numpy as np
@@ -29,14 +31,22 @@ from gluonfuse.io import read_json
 SPLITS = ("train", "test")
 
 
+def _optional(module):
+    """``module`` if this gluonfuse has it, else None (an import error inside it still surfaces).
+
+    The data library (``gluonfuse.data``) is developed alongside the trainer; these lookups let
+    the trainer work with or without it.
+    """
+    if importlib.util.find_spec(module) is None:
+        return None
+    return importlib.import_module(module)
+
+
 def read_dataset_meta(data_dir):
     """The dataset's ``meta.json`` as a dict (DataError when missing or malformed)."""
-    try:  # the data library's reader, once it is merged
-        from gluonfuse.data.meta import read_meta
-    except ImportError:
-        read_meta = None
-    if read_meta is not None:
-        return read_meta(data_dir)
+    meta_lib = _optional("gluonfuse.data.meta")
+    if meta_lib is not None:
+        return meta_lib.read_meta(data_dir)
     path = os.path.join(data_dir, "meta.json")
     meta = read_json(path, "dataset metadata")
     for key in ("num_classes", "classes", "image_shape"):
@@ -67,23 +77,19 @@ def ensure_dataset(dataset, data_dir, echo=print):
     if dataset == "digits" and not os.path.exists(os.path.join(data_dir, "meta.json")):
         # HOOK(data): the data library's preparation function is written in parallel with the
         # trainer; this is the one call to adjust if its name or signature differs.
-        try:
-            from gluonfuse.data.prepare import prepare
-        except ImportError:
+        prepare_lib = _optional("gluonfuse.data.prepare")
+        if prepare_lib is None:
             raise DataError(f"{data_dir} has no prepared 'digits' dataset and this gluonfuse has no "
                             "data preparation library; run 'gluonfuse data prepare digits --out "
-                            f"{data_dir}'") from None
+                            f"{data_dir}'")
         echo(f"Preparing the embedded 'digits' dataset into {data_dir} ...")
-        prepare("digits", out=data_dir, echo=echo)
+        prepare_lib.prepare("digits", out=data_dir, echo=echo)
     check_dataset_dir(data_dir)
 
 
 def _preset(dataset):
-    try:
-        from gluonfuse.data.presets import PRESETS
-    except ImportError:
-        return None
-    return PRESETS.get(dataset)
+    presets = _optional("gluonfuse.data.presets")
+    return None if presets is None else presets.PRESETS.get(dataset)
 
 
 def _three(values, what, source):
