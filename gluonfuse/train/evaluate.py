@@ -46,21 +46,27 @@ def evaluate(net, data_iter, contexts, classes, expected=None, source="data"):
     return result
 
 
-def column_view(net, column):
-    """The network restricted to FractalNet column ``column`` (1 = shallowest), sharing its weights.
+def has_columns(net):
+    """True for a full FractalNet (one whose single columns can be evaluated)."""
+    spec = getattr(net, "spec", None)
+    return hasattr(net, "column_net") and getattr(spec, "columns", None) and getattr(spec, "column", None) is None
 
-    HOOK(fractal): FractalNet is written in parallel; this assumes it offers
-    ``net.column_view(c)`` returning a block that runs column ``c`` alone, and ``net.spec.columns``.
-    Adjust these two lines if its API differs; ``--column`` and the trainer's deepest-column
-    evaluation go through here only.
+
+def column_view(net, column):
+    """FractalNet column ``column`` alone (1 = shallowest), sharing ``net``'s parameters, hybridized.
+
+    Uses FractalNet's ``column_net(c)`` (gluonfuse.models.fractal); ``--column`` and the trainer's
+    deepest-column evaluation go through here only.
     """
-    columns = getattr(getattr(net, "spec", None), "columns", None)
-    if columns is None or not hasattr(net, "column_view"):
+    if not has_columns(net):
         name = getattr(getattr(net, "spec", None), "name", type(net).__name__)
         raise ValueError(f"--column needs a FractalNet; {name} has no columns")
+    columns = net.spec.columns
     if not 1 <= column <= columns:
         raise ValueError(f"--column must be between 1 and {columns} for this FractalNet, got {column}")
-    return net.column_view(column)
+    view = net.column_net(column)
+    view.hybridize(static_alloc=True, static_shape=True)
+    return view
 
 
 def evaluate_run(run_dir, which="best", data=None, contexts=None, column=None, batch_size=None,

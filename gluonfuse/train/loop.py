@@ -21,7 +21,7 @@ from gluonfuse.io import write_json
 from gluonfuse.train import config as cfgmod
 from gluonfuse.train.checkpoint import CheckpointStore, epoch_seed, seed_everything
 from gluonfuse.train.data import count_records, ensure_dataset, normalisation, read_dataset_meta, record_iter
-from gluonfuse.train.evaluate import column_view, evaluate, member_names, split
+from gluonfuse.train.evaluate import column_view, evaluate, has_columns, member_names, split
 from gluonfuse.train.metrics import Meter, as_outputs, fmt_error, sample_stats
 from gluonfuse.train.rundir import (MEMBER_COLUMNS, METRIC_COLUMNS, create_run_dir, load_run, read_csv_rows,
                                     run_base_name, write_csv_rows, write_status)
@@ -245,7 +245,9 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
     trainer = make_trainer(net, config.optimizer, config.lr, config.wd, config.momentum, config.kvstore)
     step = Step(net, trainer, contexts)
     store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
-    deepest = getattr(net.spec, "columns", None)
+    # FractalNet: the deepest column alone is evaluated too (SPEC 2), with the same weights
+    deepest = net.spec.columns if has_columns(net) and net.spec.columns > 1 else None
+    deepest_net = column_view(net, deepest) if deepest else None
 
     start, best = 0, {"epoch": None, "test_error": None}
     latest = store.latest() if resuming else None
@@ -283,7 +285,7 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
             if deepest:
                 col_it = record_iter(test_rec, config.test_batch_size, config.input_shape, config.mean,
                                      config.std, threads=config.preprocess_threads, stored_size=stored)
-                column = evaluate(column_view(net, deepest), col_it, contexts, config.classes, expected=n_test)
+                column = evaluate(deepest_net, col_it, contexts, config.classes, expected=n_test)
                 column["column"] = deepest
             _epoch_log(console.file, epoch, train_m, test_m, seconds, test_m["members"], column)
             done = epoch + 1
