@@ -201,6 +201,8 @@ class FractalBlock(nn.HybridBlock):
         """
         state, used, masks = {}, {}, []
         for r, row in enumerate(self.schedule):
+            if not row:  # a single-column net skips the rows its column does not convolve
+                continue
             outs = []
             for c in row:
                 j = used.get(c, 0)
