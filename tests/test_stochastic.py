@@ -347,3 +347,25 @@ def test_nets_without_stochastic_layers_build_no_masks():
     assert get_model("ror3", depth=20).gated_blocks() == []
     assert get_model("fractalnet", drop_path=0, global_prob=0).join_columns() == []
     assert not get_spec("fractalnet", column=2).live_drop_path
+
+
+@pytest.mark.parametrize("which", ["fractal", "ror"])
+def test_onnx_export_of_the_stochastic_nets_computes_the_inference_graph(tmp_path, which):
+    ort = pytest.importorskip("onnxruntime")
+    ort.set_default_logger_severity(3)
+    if which == "fractal":
+        net = tiny_fractal(return_masks=False)
+        reference = net.variant(drop_path=0.0, global_prob=0.0)
+    else:
+        trained = tiny_ror()
+        net = RoRNet(trained.spec, prefix=trained.prefix, params=trained.collect_params())
+        net.hybridize()
+        reference = lambda x: explicit_ror(net, x, [p for _, _, p in net.gated_blocks()])  # noqa: E731
+    x = nd.random.normal(shape=(2, 3, 8, 8))
+    net(x)
+    net.export(str(tmp_path / "m"))
+    path = mx.onnx.export_model(str(tmp_path / "m-symbol.json"), str(tmp_path / "m-0000.params"),
+                                [x.shape], np.float32, str(tmp_path / "m.onnx"))
+    session = ort.InferenceSession(path)
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.asnumpy()})
+    np.testing.assert_allclose(out, reference(x).asnumpy(), rtol=1e-5, atol=1e-6)

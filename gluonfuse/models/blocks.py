@@ -229,12 +229,12 @@ class DropPathJoin(nn.HybridBlock):
         chosen = F.slice_axis(ctrl, axis=0, begin=1, end=None)
         ones = F.ones_like(chosen)
         local = keep_mask(F, ones, self.drop_prob)
-        none_kept = 1 - F.max(local, axis=0, keepdims=True)
+        none_kept = F.sum(local, axis=0, keepdims=True) < 0.5  # (a reduction ONNX export supports)
         revive = F.concat(*uniform_one_hot(F, F.slice_axis(ones, axis=0, begin=0, end=1), k), dim=0)
         local = local + F.broadcast_mul(none_kept, revive)
         on_path = F.broadcast_mul(flag, F.sum(chosen, axis=0, keepdims=True))
         mask = F.broadcast_mul(on_path, chosen) + F.broadcast_mul(1 - on_path, local)
         kept = F.maximum(F.sum(mask, axis=0, keepdims=True), 1)
-        weights = F.split(mask, num_outputs=k, axis=0)
+        weights = [F.slice_axis(mask, axis=0, begin=i, end=i + 1) for i in range(k)]
         total = F.add_n(*[scale(F, x, w) for x, w in zip(xs, weights)])
         return F.broadcast_div(total, F.reshape(kept, shape=(1, 1, 1, 1))), mask
