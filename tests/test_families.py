@@ -203,7 +203,7 @@ def test_column_counts_add_up_to_the_full_net():
     head = 512 * 10 + 10
     columns = [count_params(get_model("fractalnet20", column=c)) for c in (1, 2, 3)]
     assert sum(c - head for c in columns) + head == full
-    assert [get_spec("fractalnet20", column=c).describe()["column"] for c in (1, 2, 3)] == [1, 2, 3]
+    assert [get_spec("fractalnet20", column=c).describe()["longest_path"] for c in (1, 2, 3)] == [5, 10, 20]
     assert spec.column is None
 
 

@@ -157,7 +157,8 @@ class FractalSpec:
     def describe(self):
         joins = [len(r) for r in self.rows() if len(r) > 1]
         return {"columns": self.columns, "blocks": self.blocks, "widths": list(self.widths),
-                "dropout": list(self.dropout), "longest_path": self.depth,
+                "dropout": list(self.dropout),
+                "longest_path": self.depth if self.column is None else self.blocks * 2 ** (self.column - 1),
                 "join_inputs_per_block": joins, "drop_path": self.drop_path,
                 "global_prob": self.global_prob, "column": self.column}
 
@@ -258,7 +259,9 @@ class FractalNet(nn.HybridBlock):
     def variant(self, **changes):
         """The same network with spec fields changed (e.g. ``column=2``), sharing these Parameters."""
         spec = dataclasses.replace(self.spec, **changes)
-        return type(self)(spec, prefix=self.prefix, params=self.collect_params())
+        net = type(self)(spec, prefix=self.prefix, params=self.collect_params())
+        net.family = getattr(self, "family", "fractalnet")  # what get_model would have set
+        return net
 
     def column_net(self, c=None):
         """Column ``c`` alone (default: the deepest, C) as a network sharing this net's Parameters."""
