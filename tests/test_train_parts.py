@@ -233,6 +233,31 @@ def test_ensemble_trains_all_members_and_reports_each(cli, pattern_data, tmp_pat
     assert "member LLL: top-1 error" in cli("eval", run_dir).output
 
 
+def test_fractalnet_is_tested_whole_and_by_its_deepest_column(cli, pattern_data, tmp_path):
+    out = str(tmp_path / "runs")
+    args = train_args(pattern_data, out, "--epochs", "1", "--recipe", "fractal", "--batch-size", "20")
+    args[args.index("cross")] = "fractalnet"
+    i = args.index("--depth")
+    args[i:i + 2] = ["--arg", "columns=2", "--arg", "blocks=2", "--arg", "widths=[8,16]"]
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "column 2:" in result.output
+    run_dir = only_run(out)
+    assert os.path.basename(run_dir) == "fractalnet_c2_b2_patterns_1"
+    from gluonfuse.train.rundir import load_run
+
+    run = load_run(run_dir)
+    assert run.config["optimizer"] == "sgd" and run.config["lr"] == 0.02
+    (col,) = run.members
+    assert col["name"] == "column2"
+    res = json.loads(cli("eval", run_dir, "--which", "last", "--column", "2", "--json").output)
+    assert res["error"] == pytest.approx(col["test_error"], abs=1e-6)
+    assert res["loss"] == pytest.approx(col["test_loss"], abs=1e-4)
+    whole = json.loads(cli("eval", run_dir, "--which", "last", "--json").output)
+    assert whole["error"] == pytest.approx(run.metrics[-1]["test_error"], abs=1e-6)
+    assert cli("eval", run_dir, "--column", "3").exit_code == 2
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cli, pattern_data, tmp_path, monkeypatch):
     import gluonfuse.train.loop as loop
 

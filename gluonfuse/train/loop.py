@@ -295,7 +295,10 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
                          "test_loss": f"{test_m['loss']:.6f}", "test_error": fmt_error(test_m["error"]),
                          "test_top5_error": fmt_error(test_m["top5_error"]),
                          "images_per_sec": f"{speed:.1f}", "seconds": f"{seconds:.2f}"})
-            for i, m in enumerate(test_m["members"]):
+            parts = list(enumerate(test_m["members"]))
+            if column is not None:
+                parts.append((deepest, dict(column, name=f"column{deepest}")))
+            for i, m in parts:
                 member_rows.append({"epoch": done, "member": i, "name": m["name"], "test_loss": f"{m['loss']:.6f}",
                                     "test_error": fmt_error(m["error"]), "test_top5_error": fmt_error(m["top5_error"])})
             write_csv_rows(os.path.join(run_dir, "metrics.csv"), METRIC_COLUMNS, rows)

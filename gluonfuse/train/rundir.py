@@ -6,7 +6,8 @@ for networks without depth and widen factor) holds::
     config.json         the resolved TrainConfig; get_model(network, **model_kwargs) rebuilds the net
     dataset_meta.json   a copy of the dataset's meta.json (class names for predict)
     metrics.csv         one row per finished epoch (METRIC_COLUMNS; errors are fractions)
-    members.csv         per-member test numbers of multi-output networks (ensemble)
+    members.csv         test numbers of sub-networks evaluated on their own, per epoch: ensemble's
+                        8 members, FractalNet's deepest column (name column<C>)
     log.txt             the authors' log line format
     status.json         state running|finished|failed, epoch, epochs, best epoch and error, message
     curves.png          loss and error curves
