@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +47,7 @@ def test_train_writes_the_run_directory(trained_run):
     assert status["best_test_error"] == min(float(r["test_error"]) for r in rows)
     log = open(os.path.join(run_dir, "log.txt")).read()
     assert "Epoch[1] Validation-accuracy=" in log and "Epoch[1] Time cost=" in log
+    assert re.search(r"Epoch\[0\] Batch \[4\]\tSpeed: \d+\tloss: [\d.]+\([\d.]+\)\ttop1: [\d.]+\([\d.]+\)", log)
     assert "Test error" in proc.stdout and "Traceback" not in proc.stderr
 
 

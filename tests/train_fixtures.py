@@ -13,7 +13,7 @@ __all__ = ["pattern_data", "trained_run", "TRAIN_ARGS", "train_args", "only_run"
 
 # a tiny network on 2 CPU contexts: seconds per epoch
 TRAIN_ARGS = ["--network", "cross", "--depth", "14", "--dataset", "patterns", "--epochs", "2",
-              "--batch-size", "16", "--cpus", "2", "--seed", "0", "--quiet"]
+              "--batch-size", "16", "--cpus", "2", "--seed", "0", "--log-interval", "4", "--quiet"]
 
 
 def train_args(data_dir, out_dir, *extra):

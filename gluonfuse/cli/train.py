@@ -66,6 +66,7 @@ def _floats(text, name):
 @click.option("--keep-checkpoints", type=int, default=None, help="Epoch checkpoints kept (default 3) besides best.")
 @click.option("--threads", "preprocess_threads", type=int, default=None,
               help="Decoding threads of the input pipeline (default 2).")
+@click.option("--log-interval", type=int, default=None, help="Log a batch line every N batches (default 50).")
 @click.option("--resume", default=None, metavar="RUN_DIR",
               help="Continue RUN_DIR from its last checkpoint (only --epochs, --gpus/--cpus and --quiet apply).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; log lines only.")

@@ -134,6 +134,7 @@ class TrainConfig:
         positive("test_batch_size", self.test_batch_size)
         positive("lr", self.lr, float)
         positive("keep_checkpoints", self.keep_checkpoints)
+        positive("log_interval", self.log_interval)
         if self.wd < 0:
             raise ValueError(f"--wd must be >= 0, got {self.wd}")
         if not 0 <= self.momentum < 1:

@@ -375,8 +375,7 @@ def train_epoch(epoch, it, step, config, log, batches, quiet=True, source="train
             images += valid
             if last is not None and nbatch % config.log_interval == 0:
                 speed = images / max(time.time() - tic, 1e-9)
-                log(f"Epoch[{epoch}] Batch [{nbatch}]\tSpeed: {speed:.2f} samples/sec\t"
-                             f"loss: {last[0]:.4f}\ttop1: {100 * (1 - last[1]):.4f}")
+                log(batch_line(epoch, nbatch, speed, last, meter.running(), config.classes > 5))
             if last is not None:
                 bar.set_postfix(loss=f"{last[0]:.3f}", acc=f"{100 * (1 - last[1]):.1f}%",
                                 img_s=f"{images / max(time.time() - tic, 1e-9):.0f}", refresh=False)
@@ -393,6 +392,15 @@ def train_epoch(epoch, it, step, config, log, batches, quiet=True, source="train
         bar.close()
     seconds = time.time() - tic
     return result, seconds, images / max(seconds, 1e-9)
+
+
+def batch_line(epoch, nbatch, speed, last, running, top5):
+    """The authors' per-batch log line: this batch's value (the epoch's running mean so far)."""
+    line = (f"Epoch[{epoch}] Batch [{nbatch}]\tSpeed: {speed:.0f}\tloss: {last[0]:.4f}({running[0]:.4f})"
+            f"\ttop1: {100 * (1 - last[1]):.4f}({100 * (1 - running[1]):.4f})")
+    if top5:
+        line += f"\ttop5: {100 * (1 - last[2]):.4f}({100 * (1 - running[2]):.4f})"
+    return line
 
 
 def export_run(run_dir, config, meta):

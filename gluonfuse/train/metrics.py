@@ -81,6 +81,10 @@ class Meter:
             last = sums / max(valid, 1)
         return last
 
+    def running(self):
+        """Means over the batches read so far: [loss, error, top-5 error, ...]."""
+        return self.sums / max(self.count, 1)
+
     def result(self):
         """{'loss', 'error', 'top5_error', 'count', 'members': [...]} over everything added."""
         self.flush()
