@@ -200,8 +200,6 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
     with the run directory, best and last test numbers. Raises NonFiniteLossError (the run is
     marked failed; the last good checkpoint stays) and the usual ValueError/DataError.
     """
-    import mxnet as mx
-
     if (config is None) == (resume is None):
         raise ValueError("give a configuration or --resume RUN_DIR, not both")
     if resume is not None:
@@ -229,8 +227,6 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
 
 
 def _run(config, run_dir, contexts, meta, console, resuming, quiet):
-    import mxnet as mx
-
     from gluonfuse.models import get_model
 
     train_rec = os.path.join(config.data_dir, "train.rec")
@@ -260,9 +256,9 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
     member_rows = [r for r in read_csv_rows(os.path.join(run_dir, "members.csv")) if int(r["epoch"]) <= start]
 
     if not resuming:
-        console.both("Configuration: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+        console.echo("Configuration: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
         console.both(f"Run directory: {run_dir}")
-        console.file(f"start with arguments {config.to_dict()}")
+        console.file(f"start with arguments {config.to_dict()}")  # the authors' first log line
     write_status(run_dir, state="running", epoch=start, epochs=config.epochs, best_epoch=best["epoch"],
                  best_test_error=best["test_error"], message="")
 
