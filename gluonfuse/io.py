@@ -16,12 +16,20 @@ def atomic_path(path):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".part", dir=directory)
     os.close(fd)
+    # mkstemp makes the file private (0600); the finished file gets the mode open() would give it
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path, obj):
@@ -43,3 +51,18 @@ def read_json(path, what="JSON file"):
         raise DataError(f"{what} not found: {path}") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {what} {path}: {exc}") from None
+
+
+def text_lines(path, what="file"):
+    """Yield ``(line number, line)`` of the non-blank lines of a text file; a missing file is a
+    DataError naming it."""
+    from gluonfuse.errors import DataError
+
+    try:
+        f = open(path)
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    with f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                yield number, line
