@@ -6,6 +6,7 @@ after its MD5 matches the published checksum; a mismatch removes the download. T
 changed with ``--base-url`` or ``GLUONFUSE_DATA_URL`` (a mirror serving the same file names).
 """
 import hashlib
+import http.client
 import os
 import sys
 import urllib.error
@@ -104,7 +105,7 @@ def _stream(resp, part, mode, start, total, desc, progress, url):
             while True:
                 try:
                     block = resp.read(_CHUNK)
-                except OSError as exc:  # connection dropped: keep what we have for the next resume
+                except (OSError, http.client.HTTPException) as exc:  # keep what we have, to resume
                     raise DataError(f"download of {url} broke off at byte {f.tell()} ({exc}); "
                                     f"run the command again to resume") from None
                 if not block:
