@@ -11,6 +11,7 @@ Image semantics follow ``mxnet/tools/im2rec.py``: ``--center-crop`` cuts the lon
 ``--color`` is ``cv2.imread``'s flag (1 colour, 0 grey, -1 unchanged). With the same options the
 records are the same bytes MXNet's im2rec writes.
 """
+import collections
 import concurrent.futures
 import dataclasses
 import os
@@ -155,13 +156,12 @@ def ordered_map(fn, items, num_thread=1):
         return
     window = 8 * num_thread  # enough work in flight to keep every thread busy, bounded memory
     with concurrent.futures.ThreadPoolExecutor(num_thread) as pool:
-        pending = []
-        it = iter(items)
+        pending = collections.deque()
         try:
-            for item in it:
+            for item in items:
                 pending.append((item, pool.submit(call, item)))
                 if len(pending) >= window:
-                    head, fut = pending.pop(0)
+                    head, fut = pending.popleft()
                     yield (head, *fut.result())
             for head, fut in pending:
                 yield (head, *fut.result())
