@@ -67,11 +67,12 @@ def test_label_out_of_range_and_count_mismatch(copy, cli):
     with recordio.open_writer(copy / "test.rec", copy / "test.idx") as w:
         for i, p in enumerate(payloads):
             header, image = recordio.unpack(p)
-            w.write(i, recordio.pack(12 if i == 4 else 2.5 if i == 5 else header.label, image, key=i))
+            label = {4: 12, 5: 2.5, 6: float("nan")}.get(i, header.label)
+            w.write(i, recordio.pack(label, image, key=i))
     res = cli("data", "verify", copy / "test.rec")
     assert res.exit_code == 1
     assert "record 4 at byte offset" in res.output and "label 12 is not a class index 0..9" in res.output
-    assert "label 2.5 is not a class index" in res.output
+    assert "label 2.5 is not a class index" in res.output and "label nan is not" in res.output
     assert "per-class counts differ from meta.json" in res.output
     meta = json.loads((copy / "meta.json").read_text())
     meta["splits"]["train"]["count"] += 1
@@ -96,11 +97,16 @@ def test_idx_that_disagrees(copy, cli):
 
 
 def test_unfinished_folder_and_missing_file(copy, cli):
+    for rec in copy.glob("*.rec"):
+        rec.unlink()
+    res = cli("data", "verify", copy)
+    assert res.exit_code == 1 and "holds no .rec files" in res.output
     (copy / "meta.json").unlink()
     res = cli("data", "verify", copy)
     assert res.exit_code == 1 and "did not finish" in res.output
     res = cli("data", "verify", copy / "nothing.rec")
     assert res.exit_code == 1 and "record file not found" in res.output
+
 
 
 def test_stats_are_the_true_statistics(prepared, cli):

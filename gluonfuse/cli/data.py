@@ -96,6 +96,8 @@ def verify_cmd(path, idx, meta, num_classes, num_thread):
     if os.path.isdir(path):
         read_meta(path)  # a folder must be a finished prepare
         recs = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".rec"))
+        if not recs:
+            raise DataError(f"{path} holds no .rec files")
         if idx:
             raise ValueError("--idx names one file; give a .rec path, not a folder, with it")
     else:

@@ -4,6 +4,7 @@ Both walk the file with the pure-Python reader (so a damaged file is reported by
 byte offset, never a crash in MXNet's C++ reader) and decode every image in threads.
 """
 import dataclasses
+import math
 import os
 from typing import List
 
@@ -117,10 +118,12 @@ def verify(rec_path, idx_path=None, meta_dir=None, num_classes=None, num_thread=
             report.faults.append(s.fault)
             continue
         for label in s.labels:
-            if num_classes is not None and not (label == int(label) and 0 <= label < num_classes):
+            if not math.isfinite(label) or (num_classes is not None
+                                            and not (label == int(label) and 0 <= label < num_classes)):
+                valid = f"a class index 0..{num_classes - 1}" if num_classes else "a finite number"
                 report.faults.append(f"record {s.number} at byte offset {s.offset} (key {s.key}): "
-                                     f"label {label:g} is not a class index 0..{num_classes - 1}")
-        if s.labels:
+                                     f"label {label:g} is not {valid}")
+        if s.labels and math.isfinite(s.labels[0]):
             counts[int(s.labels[0])] = counts.get(int(s.labels[0]), 0) + 1
     report.notes.append(f"{report.records} records; "
                         + ("every image decodes" if not report.faults else f"{len(report.faults)} faults")
