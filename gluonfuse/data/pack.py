@@ -216,6 +216,10 @@ def pack_records(rec_path, jobs: Sequence, encode_job: Callable, idx_path=None, 
     summary = PackSummary(os.fspath(rec_path))
     start = time.perf_counter()
     bar = _progress(len(jobs), os.path.basename(summary.rec_path), progress)
+    # parallelism is one image per thread; OpenCV's own pool inside each call only adds contention
+    # (measured: 1 worker went from 180 to 269 images/s with it off)
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
     try:
         with recordio.open_writer(rec_path, idx_path) as writer:
             for job, result, error in ordered_map(encode_job, jobs, num_thread):
@@ -234,6 +238,7 @@ def pack_records(rec_path, jobs: Sequence, encode_job: Callable, idx_path=None, 
             summary.bytes = writer.offset
     finally:
         bar.close()
+        cv2.setNumThreads(cv_threads)
     summary.seconds = time.perf_counter() - start
     return summary
 
