@@ -72,10 +72,13 @@ def read_bytes(path):
         raise ImageSkipped(f"cannot read: {exc.strerror or exc}") from None
     if not data:
         raise ImageSkipped("empty file")
-    # libjpeg decodes a cut-off JPEG with only a warning (grey lower part); the end-of-image marker
-    # is the one cheap sign of a complete file
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-4096:]:
-        raise ImageSkipped("truncated JPEG (no end-of-image marker)")
+    # libjpeg decodes a cut-off JPEG with only a warning (grey lower part). Markers cannot occur
+    # inside entropy-coded data, so a complete file has an end-of-image marker after its last
+    # start-of-scan (an EXIF thumbnail's end marker comes before it, appended data after it)
+    if data[:2] == b"\xff\xd8":
+        eoi = data.rfind(b"\xff\xd9")
+        if eoi < 0 or data.find(b"\xff\xda", eoi) >= 0:
+            raise ImageSkipped("truncated JPEG (no end-of-image marker after the last scan)")
     return data
 
 
