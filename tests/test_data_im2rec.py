@@ -264,3 +264,24 @@ def test_tool_runs_from_a_checkout_as_an_executable(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "--pack-label" in res.stdout and "--stratified" in res.stdout
     assert "--pack-label" in run_gluonfuse("im2rec", "--help").stdout
+
+
+def test_an_opencv_error_on_one_image_is_a_skip(tmp_path, monkeypatch):
+    root = tmp_path / "images"
+    datagen.image_folder(root, per_class=(3,))
+    run(parse_args([str(tmp_path / "p"), str(root), "--list", "--recursive", "--no-shuffle"]),
+        echo=lambda *_: None)
+    real = pack.transform
+
+    def picky(img, *a, **k):
+        if img.shape[0] % 2:
+            raise cv2.error("OpenCV(4.8.1) resize.cpp:1: error: (-215:Assertion failed) odd height")
+        return real(img, *a, **k)
+
+    monkeypatch.setattr(pack, "transform", picky)
+    heights = [cv2.imread(str(root / it.path)).shape[0] for it in lists.read_list(tmp_path / "p.lst")]
+    summary, = run(parse_args([str(tmp_path / "p"), str(root), "--quiet"]), echo=lambda *_: None)
+    assert summary.packed == sum(h % 2 == 0 for h in heights)
+    assert len(summary.skipped) == sum(h % 2 for h in heights) > 0
+    assert "OpenCV cannot process it: OpenCV(4.8.1) resize.cpp:1: error: (-215:Assertion failed) odd height" \
+        in summary.skipped[0][1]

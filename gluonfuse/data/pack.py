@@ -123,8 +123,11 @@ def encode_file(path, opts: EncodeOptions):
         # decoded anyway, so a corrupt file is never packed; JPEGs at 1/8 scale, which is cheap
         decode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
         return data
-    img = decode(data, opts.color)
-    return encode(transform(img, opts.resize, opts.center_crop), opts.encoding, opts.quality)
+    try:
+        img = decode(data, opts.color)
+        return encode(transform(img, opts.resize, opts.center_crop), opts.encoding, opts.quality)
+    except cv2.error as exc:  # an OpenCV failure on one image must not end the run
+        raise ImageSkipped(f"OpenCV cannot process it: {str(exc).strip().splitlines()[-1]}") from None
 
 
 def item_payload(item, image_bytes, pack_label=False):
