@@ -116,3 +116,18 @@ def test_interrupted_writer_leaves_nothing_and_keeps_old_file(tmp_path):
             raise KeyboardInterrupt
     assert (rec.read_bytes(), idx.read_text()) == before
     assert sorted(os.listdir(tmp_path)) == ["g.idx", "g.rec"]
+
+
+def test_data_library_does_not_import_mxnet_or_models():
+    """tools/im2rec starts fast because packing never imports mxnet (seconds on a small machine)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = ("import sys; import gluonfuse.data.im2rec, gluonfuse.data.prepare, gluonfuse.data.sources, "
+            "gluonfuse.data.check, gluonfuse.data.fetch, gluonfuse.data.presets; "
+            "print(sorted(m for m in sys.modules if m == 'mxnet' or m.startswith('gluonfuse.models')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
