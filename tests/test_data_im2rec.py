@@ -1,5 +1,6 @@
 """tools/im2rec and `gluonfuse im2rec`: MXNet im2rec's behaviour, both directions of compatibility,
 thread-count determinism, bad images, interrupted runs and bad command lines."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -14,8 +15,8 @@ from gluonfuse.data import lists, pack, recordio
 from gluonfuse.data.check import stats, verify
 from gluonfuse.data.im2rec import parse_args, run
 
-MX_IM2REC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(np.__file__))),
-                         "mxnet", "tools", "im2rec.py")
+# the im2rec.py that ships inside the installed mxnet package
+MX_IM2REC = os.path.join(os.path.dirname(importlib.util.find_spec("mxnet").origin), "tools", "im2rec.py")
 TOOL = os.path.join(REPO, "tools", "im2rec")
 
 

@@ -18,6 +18,11 @@ _EXT_TOKEN = re.compile(r"^\.[A-Za-z0-9]+(,\.?[A-Za-z0-9]+)*$")
 _EXTS_FLAGS = ("--ex", "--ext", "--exts")
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    def add_usage(self, usage, actions, groups, prefix=None):  # "Usage:" like every other command
+        super().add_usage(usage, actions, groups, "Usage: " if prefix is None else prefix)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line through the CLI's error policy instead of usage + exit
         raise ValueError(f"im2rec: {message} (see --help)")
@@ -52,7 +57,7 @@ def _gather_exts(argv):
 
 
 def build_parser():
-    p = _Parser(prog="im2rec", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = _Parser(prog="im2rec", formatter_class=_Formatter,
                 description="Create an image list (--list) or pack the images of PREFIX*.lst into "
                             "RecordIO (.rec + .idx). MXNet im2rec's flags and file formats; flags may "
                             "come in any order.")

@@ -133,7 +133,10 @@ def get_model(name, **kwargs):
     """
     entry = get_entry(name)
     spec = entry.make_spec(**kwargs)
-    return entry.net_cls(spec)
+    net = entry.net_cls(spec)
+    # what rebuilds it: get_model(net.family, **net.spec.kwargs()) (export metadata, run configs)
+    net.family = entry.family
+    return net
 
 
 def list_models(pattern="*", kind: Optional[str] = None):
