@@ -15,7 +15,9 @@ def test_bench_data_runs_and_both_tools_agree():
     res = bench.run(bench.parse_args(["--images", "12", "--read-images", "300", "--epochs", "1",
                                       "--repeat", "1", "--threads", "2"]))
     assert res["pack"]["identical_output"] is True
-    assert res["pack"]["gluonfuse_images_per_s"] > 0 and res["pack"]["mxnet_cpu_ms_per_image"] > 0
+    assert res["pack"]["gluonfuse_images_per_s"] > 0 and res["pack"]["mxnet_images_per_s"] > 0
+    # 12 images cost less CPU than start-up jitter, so only the presence of the figure is certain
+    assert res["pack"]["mxnet_cpu_ms_per_image"] >= 0 and res["pack"]["gluonfuse_cpu_ms_per_image"] >= 0
     assert res["read"]["images_per_s"] > 0
     text = bench.report(res)
     assert "ratio gluonfuse/mxnet" in text and "ImageRecordIter" in text
