@@ -44,9 +44,9 @@ def traced_symbol(net):
     """``net``'s graph as one symbol (grouped when it has several outputs), operators named uniquely."""
     import mxnet as mx
 
-    out = net(mx.sym.var("data"))
-    sym = mx.sym.Group(list(out)) if isinstance(out, (list, tuple)) else out
-    return mx.sym.load_json(unique_node_names(sym.tojson()))
+    from gluonfuse.models.stats import symbol_of
+
+    return mx.sym.load_json(unique_node_names(symbol_of(net).tojson()))
 
 
 def _input_shape(net, input_shape):

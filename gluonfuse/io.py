@@ -51,3 +51,18 @@ def read_json(path, what="JSON file"):
         raise DataError(f"{what} not found: {path}") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {what} {path}: {exc}") from None
+
+
+def text_lines(path, what="file"):
+    """Yield ``(line number, line)`` of the non-blank lines of a text file; a missing file is a
+    DataError naming it."""
+    from gluonfuse.errors import DataError
+
+    try:
+        f = open(path)
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    with f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                yield number, line

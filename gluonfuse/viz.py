@@ -88,10 +88,10 @@ def trace(net, input_shape=None):
     """
     import json
 
-    from gluonfuse.models.stats import _symbol
+    from gluonfuse.models.stats import symbol_of
 
     input_shape = tuple(input_shape or net.spec.input_shape)
-    sym = _symbol(net)
+    sym = symbol_of(net)
     nodes = json.loads(sym.tojson())["nodes"]
     internals = sym.get_internals()
     _, out_shapes, _ = internals.infer_shape(data=(1,) + input_shape)

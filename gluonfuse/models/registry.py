@@ -14,7 +14,8 @@ A *preset* names one configuration of a family::
 SPEC's trainable-parameter counts; the test suite checks every one of them.
 
 Spec protocol (what every family's spec provides):
-  * ``name`` - a short canonical name, e.g. ``cross_d110_w1``; also the parameter prefix;
+  * ``name`` - a short canonical name, e.g. ``cross_d110_w1`` (file names of exports and drawings;
+    parameters are prefixed with the family, ``cross_``, so presets and families share names);
   * ``classes`` and ``input_shape`` (C, H, W);
   * ``kwargs()`` - the arguments that rebuild it through ``get_model(family, **kwargs)``;
   * ``describe()`` - a dict for ``gluonfuse summary`` (blocks per stage, longest path, ...).
