@@ -349,7 +349,8 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
         console.file(msg)
         raise NonFiniteLossError(msg) from None
     except BaseException as exc:
-        message = str(exc) if isinstance(exc, Terminated) else f"{type(exc).__name__}: {exc}"
+        message = (str(exc) if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+                   if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
         write_status(run_dir, state="failed", message=message[:500])
         console.file(f"stopped: {message}")
         raise
