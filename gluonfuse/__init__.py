@@ -10,13 +10,16 @@ __version__ = "0.1.0"
 
 
 def _size_thread_pool():
+    """Set OMP_NUM_THREADS to the visible cores unless the user chose; True when gluonfuse set it."""
     if "OMP_NUM_THREADS" in os.environ or "MXNET_OMP_MAX_THREADS" in os.environ:
-        return
+        return False
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
     os.environ["OMP_NUM_THREADS"] = str(max(1, cores))
+    return True
 
 
-_size_thread_pool()
+# the launcher sizes each process's pool itself unless the user chose a value
+THREADS_CHOSEN_BY_GLUONFUSE = _size_thread_pool()

@@ -107,9 +107,17 @@ def launch_local(command, num_workers, num_servers=1, port=None, threads_per_wor
     base.update(shared)
     serve = [sys.executable, "-c", "import mxnet"]  # with DMLC_ROLE set, importing mxnet serves
 
+    import gluonfuse
+
+    # importing gluonfuse gave this process every core; the job shares them (SPEC 5), unless the
+    # user chose a thread count
+    user_threads = "OMP_NUM_THREADS" in (extra_env or {}) or (
+        "OMP_NUM_THREADS" in os.environ and not gluonfuse.THREADS_CHOSEN_BY_GLUONFUSE)
+
     def env_for(role, omp):
         env = dict(base, DMLC_ROLE=role)
-        env.setdefault("OMP_NUM_THREADS", str(omp))
+        if not user_threads:
+            env["OMP_NUM_THREADS"] = str(omp)
         return env
 
     procs = []
@@ -138,8 +146,9 @@ def launch_local(command, num_workers, num_servers=1, port=None, threads_per_wor
                     if code == 0 and p.role != "worker" and service_gone is None:
                         service_gone = (time.time(), p.label)
                     continue
-                failure = f"{p.label} exited with code {code}" if code > 0 else \
-                    f"{p.label} was killed by signal {-code}"
+                # the pid names the process in its own logs (a worker's rank is not its launch index)
+                failure = f"{p.label} (pid {p.popen.pid}) exited with code {code}" if code > 0 else \
+                    f"{p.label} (pid {p.popen.pid}) was killed by signal {-code}"
                 break
             if failure is None and service_gone and time.time() - service_gone[0] > DRAIN_SECONDS:
                 failure = f"{service_gone[1]} ended while workers were still running"

@@ -1,6 +1,7 @@
 """Commands to train, evaluate and use networks: train, eval, predict."""
 import functools
 import json
+import os
 
 import click
 
@@ -47,7 +48,8 @@ def _floats(text, name):
                                              "preact, wrn, wrn_svhn.")
 @click.option("--epochs", type=int, default=None, help="Epochs (recipe default: 400 on CIFAR, 40 on SVHN).")
 @click.option("--batch-size", type=int, default=None,
-              help="GLOBAL batch size, split across the devices (recipe default 64).")
+              help="GLOBAL batch size, split across the workers of a distributed job and then across the "
+                   "devices (recipe default 64).")
 @click.option("--test-batch-size", type=int, default=None, help="Evaluation batch size (default: --batch-size).")
 @click.option("--lr", type=float, default=None, help="Initial learning rate (recipe default 0.1).")
 @click.option("--lr-factor", type=float, default=None, help="Multiply the lr by this at each step (default 0.1).")
@@ -61,7 +63,12 @@ def _floats(text, name):
 @click.option("--aug-type", type=int, default=None,
               help="0 none, 1 pad-4 crop + mirror (CIFAR default), 2 scale/aspect/colour + crop (ImageNet).")
 @device_options
-@click.option("--kvstore", default=None, help="Gradient aggregation across devices: device (default), local or nccl.")
+@click.option("--kvstore", default=None,
+              help="Gradient aggregation: device (default), local or nccl on one machine; dist_sync, "
+                   "dist_device_sync or dist_async for a job started by 'gluonfuse launch'.")
+@click.option("--dtype", default=None,
+              help="float32 (default); float16 on GPUs or bfloat16 on CPUs with native bfloat16: mixed "
+                   "precision through mxnet.contrib.amp (exports stay float32).")
 @click.option("--out", "out_dir", default=None, help="Where run directories are created (default runs/).")
 @click.option("--keep-checkpoints", type=int, default=None, help="Epoch checkpoints kept (default 3) besides best.")
 @click.option("--threads", "preprocess_threads", type=int, default=None,
@@ -78,7 +85,35 @@ def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume,
     the global batch: with --gpus 0,1 each GPU gets half. Example:
 
       gluonfuse train --network cross --depth 14 --dataset digits --epochs 5 --cpus 2
+
+    Distributed (MXNet's parameter server), every worker running the same command; rank 0 writes
+    the run directory under --out, which all workers must see:
+
+      gluonfuse launch -n 2 -- gluonfuse train --network cross --depth 14 --dataset digits --kvstore dist_sync
     """
+    if os.environ.get("DMLC_ROLE") in ("server", "scheduler"):
+        # mxnet's own ssh/mpi launcher runs this command as servers and scheduler too: importing
+        # mxnet with DMLC_ROLE set serves the job and exits
+        import mxnet  # noqa: F401
+        return
+    from gluonfuse.train.dist import is_distributed, leave
+
+    if not os.environ.get("DMLC_ROLE") and not is_distributed(options.get("kvstore") or ""):
+        return _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options)
+    # a worker of a distributed job must never exit normally after a failure: ps-lite's finalize
+    # barrier would wait forever for the other workers, and the launcher could not see the failure
+    from gluonfuse.cli import run_guarded
+
+    try:
+        run_guarded(_train, network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code:
+            leave(code)
+        raise
+
+
+def _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
     from gluonfuse.train import config as cfgmod
     from gluonfuse.train.loop import train
 

@@ -3,7 +3,8 @@
 Layout in ``RUN/checkpoints/``::
 
     epoch-0007.params   net.save_parameters (structured names, load_parameters reads them back)
-    epoch-0007.states   trainer.save_states (momentum buffers; through the kvstore when it updates)
+    epoch-0007.states   trainer.save_states (momentum buffers; through the kvstore when it updates);
+                        empty under dist_async, whose optimizer state lives on the servers
     epoch-0007.json     epoch, best so far, Python and NumPy random states - written LAST
     best.params, best.json
 
@@ -68,13 +69,20 @@ class CheckpointStore:
     def _path(self, epoch, ext):
         return os.path.join(self.dir, f"epoch-{epoch:04d}.{ext}")
 
-    def save(self, epoch, net, trainer, info):
-        """Checkpoint after ``epoch`` finished epochs; ``info`` (a dict) goes into the json."""
+    def save(self, epoch, net, trainer, info, states=True):
+        """Checkpoint after ``epoch`` finished epochs; ``info`` (a dict) goes into the json.
+
+        ``states=False``: the optimizer state cannot be read here (dist_async keeps it on the
+        servers); the ``.states`` file is left empty and loading skips it.
+        """
         with atomic_path(self._path(epoch, "params")) as tmp:
             net.save_parameters(tmp)
         with atomic_path(self._path(epoch, "states")) as tmp:
-            trainer.save_states(tmp)
-        record = dict(info, epoch=epoch, rng=rng_state())
+            if states:
+                trainer.save_states(tmp)
+            else:
+                open(tmp, "wb").close()
+        record = dict(info, epoch=epoch, rng=rng_state(), optimizer_state=bool(states))
         write_json(self._path(epoch, "json"), record)  # the commit mark
         self._prune()
 
@@ -111,10 +119,12 @@ class CheckpointStore:
             return self._path(epochs[-1], "params") if epochs else None
         return self._path(int(which), "params") if int(which) in epochs else None
 
-    def load(self, epoch, net, trainer, ctx):
+    def load(self, epoch, net, trainer, ctx, states=True):
+        """Load epoch ``epoch`` into ``net`` and (when saved, and ``states``) ``trainer``; returns its record."""
         net.load_parameters(self._path(epoch, "params"), ctx=ctx)
-        trainer.load_states(self._path(epoch, "states"))
         info = read_json(self._path(epoch, "json"), "checkpoint record")
+        if states and info.get("optimizer_state", True):
+            trainer.load_states(self._path(epoch, "states"))
         set_rng_state(info.get("rng"))
         return info
 

@@ -8,13 +8,15 @@ from SPEC 2-4. Every value can be overridden; :func:`resolve_config` merges reci
 and the user's overrides into one :class:`TrainConfig`, which is what ``config.json`` stores.
 
 ``batch_size`` is the *global* batch: it is split across the devices (64 on ``--gpus 0,1`` is 32 per
-GPU), so the recipe means the same on any number of devices.
+GPU) and, in a distributed job, across the workers first (64 over 2 workers of 2 GPUs is 16 per GPU),
+so the recipe means the same on any number of devices and machines (see :mod:`gluonfuse.train.dist`).
 """
 import dataclasses
 import os
 from typing import Dict, List, Optional, Tuple
 
 from gluonfuse.errors import did_you_mean
+from gluonfuse.train import dist, precision
 from gluonfuse.train.schedule import steps_from_fractions
 
 
@@ -72,8 +74,9 @@ DATASET_DEFAULTS = {
 KNOWN_DATASETS = ("cifar10", "cifar100", "svhn", "mnist", "digits", "imagenet", "folder")
 OPTIMIZERS = ("nag", "sgd", "adam")
 AUG_TYPES = (0, 1, 2)
-# one machine: gradients aggregated on a device (device) or on the CPU (local); nccl for CUDA builds
-KVSTORES = ("device", "local", "nccl")
+# one machine: gradients aggregated on a device (device) or on the CPU (local); nccl for CUDA builds;
+# several machines: MXNet's parameter server (gluonfuse launch), see gluonfuse.train.dist
+KVSTORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_async")
 
 
 def get_recipe(name):
@@ -109,6 +112,8 @@ class TrainConfig:
     classes: int = 10
     contexts: List[str] = dataclasses.field(default_factory=lambda: ["cpu(0)"])
     kvstore: str = "device"
+    num_workers: int = 1  # workers of the distributed job (1 on one machine)
+    dtype: str = "float32"  # float16 (GPU) and bfloat16 (CPU) train through mxnet.contrib.amp
     keep_checkpoints: int = 3
     log_interval: int = 50
     preprocess_threads: int = 2
@@ -146,14 +151,16 @@ class TrainConfig:
             raise ValueError(f"--aug-type must be 0 (none), 1 (pad-crop-mirror) or 2 (scale, aspect, "
                              f"colour, mirror, crop), got {self.aug_type!r}")
         if self.kvstore not in KVSTORES:
-            hint = (" gluonfuse train runs on one machine; distributed kvstores are not supported yet."
-                    if str(self.kvstore).startswith("dist") else did_you_mean(self.kvstore, KVSTORES))
-            raise ValueError(f"unknown --kvstore {self.kvstore!r} (use {', '.join(KVSTORES)}).{hint}")
+            raise ValueError(f"unknown --kvstore {self.kvstore!r} (use {', '.join(KVSTORES)})."
+                             f"{did_you_mean(self.kvstore, KVSTORES)}")
+        precision.check_config(self.dtype, self.contexts, self.kvstore)
         bad = [s for s in self.lr_steps if not isinstance(s, int) or s <= 0]
         if bad or list(self.lr_steps) != sorted(set(self.lr_steps)):
             raise ValueError(f"--lr-steps must be increasing positive epochs like 200,300,350, "
                              f"got {','.join(map(str, self.lr_steps))}")
-        if self.batch_size < len(self.contexts):
+        if self.num_workers > 1 or dist.is_distributed(self.kvstore):
+            dist.worker_batch(self.batch_size, self.num_workers, len(self.contexts))
+        elif self.batch_size < len(self.contexts):
             raise ValueError(f"--batch-size {self.batch_size} is smaller than the {len(self.contexts)} devices "
                              "it is split across (the batch size is global)")
         return self

@@ -89,11 +89,13 @@ def normalisation(dataset, meta, meta_path="meta.json"):
 
 
 def record_iter(rec_path, batch_size, input_shape, mean, std, aug_type=0, shuffle=False, seed=0,
-                threads=2, stored_size=None):
+                threads=2, stored_size=None, num_parts=1, part_index=0):
     """A fresh ImageRecordIter over ``rec_path`` (one pass; make a new one per pass).
 
     ``stored_size``: the side of the stored images when it differs from the network input; the
     images are then resized (short side) to the input size before cropping (aug types 0 and 1).
+    ``num_parts``/``part_index``: read only that part of the file (a distributed worker's shard,
+    see :func:`gluonfuse.train.dist.shard_range`; needs the ``.idx``), shuffled within the part.
     """
     import mxnet as mx
 
@@ -107,6 +109,11 @@ def record_iter(rec_path, batch_size, input_shape, mean, std, aug_type=0, shuffl
                   mean_r=mean[0], mean_g=mean[1], mean_b=mean[2], std_r=std[0], std_g=std[1], std_b=std[2])
     if os.path.isfile(idx):
         kwargs["path_imgidx"] = idx
+    if num_parts > 1:
+        if not os.path.isfile(idx):
+            raise DataError(f"{idx} not found: a distributed job splits {rec_path} between its workers by "
+                            "record, which needs the index (gluonfuse data prepare and im2rec write it)")
+        kwargs.update(num_parts=num_parts, part_index=part_index)
     if aug_type == 2:
         # SPEC 1.6 "++": images stored with short side 480 -> random scale to 256..480
         kwargs.update(rand_crop=True, rand_mirror=True, min_random_scale=256 / 480, max_random_scale=1.0,

@@ -24,13 +24,15 @@ def member_names(net, outputs=1):
     return list(names) if names and len(names) == outputs else [f"out{i}" for i in range(outputs)]
 
 
-def evaluate(net, data_iter, contexts, classes, expected=None, source="data"):
+def evaluate(net, data_iter, contexts, classes, expected=None, source="data", reduce=None):
     """Run ``net`` (predict mode) over one pass of ``data_iter``; returns Meter.result().
 
-    ``expected``: the number of records the pass must count (DataError otherwise).
+    ``expected``: the number of records the pass must count (DataError otherwise). ``reduce``: see
+    :meth:`Meter.result` (a distributed job evaluates one part per worker and adds the totals; then
+    ``expected`` is the whole file's count and ``data_iter`` may be None for an empty part).
     """
     meter = None
-    for batch in data_iter:
+    for batch in data_iter or ():
         valid = batch.data[0].shape[0] - batch.pad
         data, label = split(batch, contexts)
         outs = [as_outputs(net(x)) for x in data]
@@ -39,11 +41,19 @@ def evaluate(net, data_iter, contexts, classes, expected=None, source="data"):
         meter.add([sample_stats(o, y) for o, y in zip(outs, label)], valid)
         meter.flush(keep_last=1)
     if meter is None:
-        raise DataError(f"{source}: no records to evaluate")
-    result = meter.result()
+        if reduce is None:
+            raise DataError(f"{source}: no records to evaluate")
+        meter = Meter(classes, _outputs(net), member_names(net, _outputs(net)))
+    result = meter.result(reduce)
     if expected is not None and result["count"] != expected:
         raise DataError(f"{source}: evaluated {result['count']} records, expected {expected}")
     return result
+
+
+def _outputs(net):
+    """How many outputs ``net`` has (for a worker whose part of the test set is empty)."""
+    members = getattr(net, "MEMBERS", None)
+    return len(members) if members else 1
 
 
 def has_columns(net):

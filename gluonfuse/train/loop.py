@@ -1,10 +1,13 @@
-"""The trainer: one machine, any number of devices, resumable, exact metrics.
+"""The trainer: any number of devices and machines, resumable, exact metrics.
 
 Per step the global batch is split across the devices (``split_and_load``, uneven splits allowed),
 each device runs the hybridized network (static memory) under ``autograd.record``, and
 ``gluon.Trainer`` aggregates the gradients through the kvstore (``--kvstore``) and applies the
 optimizer. Metrics are computed on the devices and read back one batch late, so the devices never
 wait for Python. Multi-output networks (``ensemble``) train on the sum of their members' losses.
+With a ``dist_*`` kvstore this process is one worker of a job on MXNet's parameter server: it reads
+its part of the data and the job's numbers are added over the workers (:mod:`gluonfuse.train.dist`).
+``--dtype float16|bfloat16`` trains in mixed precision (:mod:`gluonfuse.train.precision`).
 
 Initialisation (SPEC 1.6): Dense weights Xavier(uniform, 'in', 1), every other weight
 Xavier(gaussian, 'in', 2), BatchNorm gamma 1 and beta 0, biases 0. Weight decay applies to every
@@ -21,6 +24,7 @@ import time
 from gluonfuse.errors import DataError, NonFiniteLossError
 from gluonfuse.io import write_json
 from gluonfuse.train import config as cfgmod
+from gluonfuse.train import dist, precision
 from gluonfuse.train.checkpoint import CheckpointStore, epoch_seed, seed_everything
 from gluonfuse.train.data import count_records, ensure_dataset, normalisation, read_dataset_meta, record_iter
 from gluonfuse.train.evaluate import column_view, evaluate, has_columns, member_names, split
@@ -46,13 +50,30 @@ def initialize(net, contexts):
     return net
 
 
-def make_trainer(net, optimizer, lr, wd, momentum, kvstore):
+def make_trainer(net, optimizer, lr, wd, momentum, kvstore, update_on_kvstore=None, lr_scheduler=None,
+                 begin_num_update=0):
+    """A gluon Trainer; ``kvstore`` is a type name or a created KVStore (a distributed job's).
+
+    ``update_on_kvstore=None`` lets MXNet decide; ``lr_scheduler``/``begin_num_update`` set the
+    optimizer's own schedule (dist_async, whose optimizer runs on the servers).
+    """
     import mxnet as mx
 
     params = {"learning_rate": lr, "wd": wd}
     if optimizer in ("nag", "sgd"):
         params["momentum"] = momentum
-    return mx.gluon.Trainer(net.collect_params(), optimizer, params, kvstore=mx.kv.create(kvstore))
+    if lr_scheduler is not None:
+        params["lr_scheduler"] = lr_scheduler
+    if begin_num_update:
+        params["begin_num_update"] = begin_num_update
+    kv = mx.kv.create(kvstore) if isinstance(kvstore, str) else kvstore
+    trainer = mx.gluon.Trainer(net.collect_params(), optimizer, params, kvstore=kv, update_on_kvstore=update_on_kvstore)
+    # Keep the BatchNorm running statistics out of the kvstore. The Trainer would copy them into it
+    # at the first step and broadcast them back to every device, reading them before the
+    # hybridized (static-alloc) forward has written them: the first update was lost and every
+    # device got device 0's values. gluonfuse averages them itself (average_running_stats).
+    trainer._params_to_init = [p for p in trainer._params_to_init if p.grad_req != "null"]
+    return trainer
 
 
 def average_running_stats(net):
@@ -63,6 +84,9 @@ def average_running_stats(net):
     parameters), the trainer averages them before evaluating and checkpointing, so a checkpoint
     evaluates the same on one device as on many.
     """
+    import mxnet as mx
+
+    mx.nd.waitall()  # a static-alloc forward's writes to them are not ordered before later reads
     for p in net.collect_params().values():
         if p.grad_req == "null" and len(p.list_ctx()) > 1:
             arrays = p.list_data()
@@ -74,24 +98,58 @@ def average_running_stats(net):
 class Step:
     """One training step over a global batch: forward/backward on every device, then the update.
 
-    Returns the per-device outputs (lists, one entry per network output) for the metrics.
+    ``num_workers``: the workers of a distributed job, each calling with its own batch; gradients are
+    summed over the job, so the update divides by the global batch. With AMP's loss scaler on the
+    trainer (``--dtype float16``) the loss is scaled dynamically. Returns the per-device outputs
+    (lists, one entry per network output) for the metrics.
     """
 
-    def __init__(self, net, trainer, contexts):
+    def __init__(self, net, trainer, contexts, num_workers=1):
         import mxnet as mx
 
         self.net, self.trainer, self.contexts = net, trainer, contexts
+        self.num_workers = num_workers
         self.loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()
         self.autograd = mx.autograd
+        kv = trainer._kvstore_params["kvstore"]
+        self._settled = not (isinstance(kv, mx.kv.KVStore) and "dist" in kv.type)
 
     def __call__(self, data, label, batch_size):
         with self.autograd.record():
             outs = [as_outputs(self.net(x)) for x in data]
             # multi-output networks train on the sum of their members' losses
             losses = [sum(self.loss(o, y) for o in out) for out, y in zip(outs, label)]
-        self.autograd.backward(losses)
-        self.trainer.step(batch_size)
+        if getattr(self.trainer, "_amp_loss_scaler", None) is not None:
+            from mxnet.contrib import amp
+
+            with amp.scale_loss(losses, self.trainer) as scaled:
+                self.autograd.backward(scaled)
+        else:
+            self.autograd.backward(losses)
+        if not self._settled:
+            self._settle(batch_size * self.num_workers)
+        self.trainer.step(batch_size * self.num_workers)
         return outs
+
+    def _settle(self, batch_size):
+        """Set up a distributed kvstore completely before the first update.
+
+        mxnet 1.9.1's dist kvstore fills in a key's server routing, unlocked, the first time the key
+        is used; in the Trainer's first step the broadcast pull of a key and its gradient push-pull
+        can do that at once and corrupt it, and the workers' weights drift apart (seen in about one
+        run in five). So the parameters are broadcast here and waited for.
+        """
+        import mxnet as mx
+
+        trainer = self.trainer
+        # with dist_async the optimizer travels to the servers at initialisation: give it its scale first
+        trainer._optimizer.rescale_grad = trainer._scale / batch_size
+        if not trainer._kv_initialized:
+            trainer._init_kvstore()
+        if trainer._params_to_init:
+            trainer._init_params()
+        mx.nd.waitall()
+        self._settled = True
 
 
 # ---------------------------------------------------------------- configuration against the data
@@ -131,14 +189,14 @@ def prepare(config, echo=print):
 # ---------------------------------------------------------------- the run
 
 class _Console:
-    def __init__(self, run_dir, echo, quiet):
+    def __init__(self, run_dir, echo, quiet, log_name="log.txt"):
         self.echo, self.quiet = echo, quiet
         self.log = logging.getLogger(f"gluonfuse.run.{os.path.abspath(run_dir)}")
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
         for h in list(self.log.handlers):
             self.log.removeHandler(h)
-        self.handler = logging.FileHandler(os.path.join(run_dir, "log.txt"))
+        self.handler = logging.FileHandler(os.path.join(run_dir, log_name))
         self.handler.setFormatter(logging.Formatter("%(asctime)-15s %(message)s"))
         self.log.addHandler(self.handler)
 
@@ -201,6 +259,10 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
     ``overrides`` (resume only): ``epochs`` and ``contexts`` may change on resume. Returns a dict
     with the run directory, best and last test numbers. Raises NonFiniteLossError (the run is
     marked failed; the last good checkpoint stays) and the usual ValueError/DataError.
+
+    With a ``dist_*`` kvstore the process must be a worker of a job (``gluonfuse launch``); every
+    worker calls this with the same arguments. A caller must then leave with ``os._exit`` when this
+    raises (:func:`gluonfuse.train.dist.leave`): a normal exit waits forever for dead peers.
     """
     if (config is None) == (resume is None):
         raise ValueError("give a configuration or --resume RUN_DIR, not both")
@@ -210,25 +272,49 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
         for key, value in (overrides or {}).items():
             if value is not None:
                 setattr(config, key, value)
-        config.validate()
+    config.num_workers = dist.job_size(config.kvstore)
+    config.validate()
+    precision.check_support(config.dtype)
+    contexts = cfgmod.make_contexts(config.contexts)
+    team = _join(config)
+    # one worker prepares an embedded dataset on the fly; the others wait and then read it
+    if team.lead:
+        config, meta, spec = prepare(config, echo=echo)
+    team.barrier()
+    if not team.lead:
+        config, meta, spec = prepare(config, echo=lambda *args, **kwargs: None)
+    if resume is not None:
         run_dir = resume
-        contexts = cfgmod.make_contexts(config.contexts)
-        config, meta, spec = prepare(config, echo=echo)
     else:
-        contexts = cfgmod.make_contexts(config.contexts)
-        config, meta, spec = prepare(config, echo=echo)
-        run_dir = create_run_dir(config.out_dir, run_base_name(config.network, spec, config.dataset))
-    write_json(os.path.join(run_dir, "config.json"), config.to_dict())
-    write_json(os.path.join(run_dir, "dataset_meta.json"), meta)
+        base = run_base_name(config.network, spec, config.dataset)
+        number = int(create_run_dir(config.out_dir, base).rsplit("_", 1)[1]) if team.lead else 0
+        # rank 0 picked the directory; the others learn its number (the name is the same everywhere)
+        run_dir = os.path.join(config.out_dir, f"{base}_{team.broadcast_int('run_dir', number)}")
+        os.makedirs(run_dir, exist_ok=True)
+    if team.lead:
+        write_json(os.path.join(run_dir, "config.json"), config.to_dict())
+        write_json(os.path.join(run_dir, "dataset_meta.json"), meta)
 
-    console = _Console(run_dir, echo, quiet)
-    previous = _catch_sigterm()
+    if team.lead:
+        console = _Console(run_dir, echo, quiet)
+    else:
+        console = _Console(run_dir, lambda *args, **kwargs: None, True, log_name=f"worker-{team.rank}.log")
     try:
-        return _run(config, run_dir, contexts, meta, console, resume is not None, quiet)
+        with _stop_signals(team, run_dir, console):
+            result = _run(config, run_dir, contexts, meta, console, resume is not None, console.quiet, team)
+            team.close()  # a failed worker leaves with os._exit instead (gluonfuse.train.dist.leave)
+            return result
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         console.close()
+
+
+def _join(config):
+    """This process's :class:`~gluonfuse.train.dist.Team`: the job's kvstore connects to the scheduler here."""
+    if not dist.is_distributed(config.kvstore):
+        return dist.Team()
+    import mxnet as mx
+
+    return dist.Team(mx.kv.create(config.kvstore))
 
 
 class Terminated(SystemExit):
@@ -249,32 +335,95 @@ def _catch_sigterm():
     return signal.signal(signal.SIGTERM, on_term)
 
 
-def _run(config, run_dir, contexts, meta, console, resuming, quiet):
+class _stop_signals:
+    """How SIGTERM (and in a job SIGINT) stop the run: an exception on one machine, an immediate exit
+    in a distributed job (a worker may be blocked in a kvstore call), both recorded in status.json."""
+
+    def __init__(self, team, run_dir, console):
+        self.team, self.run_dir, self.console = team, run_dir, console
+        self.previous = self.guard = None
+
+    def _record(self, signum):
+        message = "terminated by SIGTERM" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
+        self.console.file(f"stopped: {message}")
+        if self.team.lead:
+            write_status(self.run_dir, state="failed", message=message)
+
+    def __enter__(self):
+        if self.team.distributed:
+            self.guard = dist.HardExit(self._record).__enter__()
+        else:
+            self.previous = _catch_sigterm()
+        return self
+
+    def __exit__(self, *exc):
+        if self.guard is not None:
+            self.guard.__exit__(*exc)
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _server_schedule(config, updates_per_epoch):
+    """dist_async: the lr schedule as an update-count scheduler, which travels to the servers."""
+    import mxnet as mx
+
+    if not config.lr_steps:
+        return None
+    # an update of epoch e is number e * U + 1 .. (e + 1) * U on every server key; the scheduler
+    # decays once the count exceeds a step
+    return mx.lr_scheduler.MultiFactorScheduler(step=[s * updates_per_epoch for s in config.lr_steps],
+                                                factor=config.lr_factor, base_lr=config.lr)
+
+
+def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
     from gluonfuse.models import get_model
 
+    team = team or dist.Team()
     train_rec = os.path.join(config.data_dir, "train.rec")
     test_rec = os.path.join(config.data_dir, "test.rec")
     n_train, n_test = count_records(train_rec), count_records(test_rec)
     stored = min(meta["image_shape"][1:]) if meta.get("image_shape") else None
+    workers, rank = team.size, team.rank
+    batch_size = config.batch_size // workers  # this worker's records per step
+    test_batch_size = max(len(contexts), -(-config.test_batch_size // workers))
+    steps = math.ceil(n_train / config.batch_size)
+    train_part, test_part = dist.shard_range(n_train, workers, rank), dist.shard_range(n_test, workers, rank)
+    if dist.shard_range(n_train, workers, workers - 1)[0] >= n_train:
+        raise DataError(f"{train_rec}: {n_train} records are too few to split between {workers} workers")
+    asynchronous = team.asynchronous
+    store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
+    latest = store.latest() if resuming else None
+    start = latest[0] if latest is not None else 0
 
+    precision.activate(config.dtype)  # before the network is built
     seed_everything(config.seed)
     net = get_model(config.network, **config.model_kwargs)
     initialize(net, contexts)
     net.hybridize(static_alloc=True, static_shape=True)
-    trainer = make_trainer(net, config.optimizer, config.lr, config.wd, config.momentum, config.kvstore)
-    step = Step(net, trainer, contexts)
-    store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
+    # dist_sync: the servers only add gradients and every worker runs the optimizer (so its state
+    # can be checkpointed); float16's loss scaler needs the update on the workers too
+    on_kvstore = True if asynchronous else (False if team.distributed or precision.uses_loss_scaling(config.dtype)
+                                            else None)
+    trainer = make_trainer(net, config.optimizer, config.lr, config.wd, config.momentum, team.kv or config.kvstore,
+                           update_on_kvstore=on_kvstore,
+                           lr_scheduler=_server_schedule(config, workers * steps) if asynchronous else None,
+                           begin_num_update=start * workers * steps if asynchronous else 0)
+    precision.init_trainer(trainer, config.dtype)
+    step = Step(net, trainer, contexts, num_workers=workers)
+    eval_net = _evaluation_copy(config, contexts) if on_kvstore is False else net
     # FractalNet: the deepest column alone is evaluated too (SPEC 2), with the same weights
     deepest = net.spec.columns if has_columns(net) and net.spec.columns > 1 else None
-    deepest_net = column_view(net, deepest) if deepest else None
+    deepest_net = column_view(eval_net, deepest) if deepest else None
 
-    start, best = 0, {"epoch": None, "test_error": None}
-    latest = store.latest() if resuming else None
+    best = {"epoch": None, "test_error": None}
     if latest is not None:
-        start = latest[0]
-        info = store.load(start, net, trainer, contexts)
+        info = store.load(start, net, trainer, contexts, states=not asynchronous)
         best = info.get("best", best)
         console.both(f"Resumed {run_dir} after epoch {start} of {config.epochs}")
+        if asynchronous:
+            console.file("dist_async keeps the optimizer state on the servers, where it cannot be saved: "
+                         "the momentum restarts from zero")
     rows = [r for r in read_csv_rows(os.path.join(run_dir, "metrics.csv")) if int(r["epoch"]) <= start]
     member_rows = [r for r in read_csv_rows(os.path.join(run_dir, "members.csv")) if int(r["epoch"]) <= start]
 
@@ -282,54 +431,57 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
         console.echo("Configuration: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
         console.both(f"Run directory: {run_dir}")
         console.file(f"start with arguments {config.to_dict()}")  # the authors' first log line
-    write_status(run_dir, state="running", epoch=start, epochs=config.epochs, best_epoch=best["epoch"],
-                 best_test_error=best["test_error"], message="")
+    if team.distributed:
+        console.file(f"worker rank {rank} of {workers} (pid {os.getpid()}, kvstore {config.kvstore}): train.rec "
+                     f"records {train_part[0]}..{train_part[1] - 1} and test.rec records {test_part[0]}.."
+                     f"{test_part[1] - 1}; {batch_size} of the global batch {config.batch_size} per step, "
+                     f"{steps} steps per epoch")
+    if team.lead:
+        write_status(run_dir, state="running", epoch=start, epochs=config.epochs, best_epoch=best["epoch"],
+                     best_test_error=best["test_error"], message="")
 
-    batches = math.ceil(n_train / config.batch_size)
+    def parts(rec, part, size, **kwargs):
+        """This worker's pass over its part of ``rec`` (None when the part is empty)."""
+        if part[0] >= part[1]:
+            return None
+        return record_iter(rec, size, config.input_shape, config.mean, config.std, threads=config.preprocess_threads,
+                           stored_size=stored, num_parts=workers, part_index=rank, **kwargs)
+
     try:
         for epoch in range(start, config.epochs):
             lr = lr_at(epoch, config.lr, config.lr_factor, config.lr_steps)
-            trainer.set_learning_rate(lr)
+            if not asynchronous:  # dist_async's schedule runs on the servers
+                trainer.set_learning_rate(lr)
             seed = epoch_seed(config.seed, epoch)
             seed_everything(seed)
-            it = record_iter(train_rec, config.batch_size, config.input_shape, config.mean, config.std,
-                             aug_type=config.aug_type, shuffle=True, seed=seed,
-                             threads=config.preprocess_threads, stored_size=stored)
-            train_m, seconds, speed = train_epoch(epoch, it, step, config, console.file, batches, quiet, train_rec)
+            batches = dist.ShardBatches(lambda: parts(train_rec, train_part, batch_size, aug_type=config.aug_type,
+                                                      shuffle=True, seed=seed),
+                                        steps, config.classes if team.distributed else 0)
+            train_m, seconds, _ = train_epoch(epoch, batches, step, config, console.file, steps, quiet, train_rec,
+                                              reduce=team.reduce_meter("train"))
+            speed = train_m["count"] / max(seconds, 1e-9)  # the whole job's images per second
             average_running_stats(net)
-            test_it = record_iter(test_rec, config.test_batch_size, config.input_shape, config.mean, config.std,
-                                  threads=config.preprocess_threads, stored_size=stored)
-            test_m = evaluate(net, test_it, contexts, config.classes, expected=n_test, source=test_rec)
+            team.pull_weights(trainer)
+            team.average_running_stats(net)
+            if team.distributed:
+                console.file(f"Epoch[{epoch}] rank {rank} read {batches.records} records of train.rec (records "
+                             f"{train_part[0]}..{train_part[1] - 1}), per class "
+                             f"{','.join(map(str, batches.label_counts))}")
+                console.file(f"Epoch[{epoch}] rank {rank} parameters sha1 {dist.parameter_digest(net)}")
+            if eval_net is not net:
+                _copy_parameters(net, eval_net, contexts[0])
+            test_m = evaluate(eval_net, parts(test_rec, test_part, test_batch_size), contexts, config.classes,
+                              expected=n_test, source=test_rec, reduce=team.reduce_meter("test"))
             column = None
             if deepest:
-                col_it = record_iter(test_rec, config.test_batch_size, config.input_shape, config.mean,
-                                     config.std, threads=config.preprocess_threads, stored_size=stored)
-                column = evaluate(deepest_net, col_it, contexts, config.classes, expected=n_test)
+                column = evaluate(deepest_net, parts(test_rec, test_part, test_batch_size), contexts, config.classes,
+                                  expected=n_test, reduce=team.reduce_meter("column"))
                 column["column"] = deepest
             _epoch_log(console.file, epoch, train_m, test_m, seconds, test_m["members"], column)
             done = epoch + 1
-            rows.append({"epoch": done, "lr": f"{lr:.6g}", "train_loss": f"{train_m['loss']:.6f}",
-                         "train_error": fmt_error(train_m["error"]),
-                         "train_top5_error": fmt_error(train_m["top5_error"]),
-                         "test_loss": f"{test_m['loss']:.6f}", "test_error": fmt_error(test_m["error"]),
-                         "test_top5_error": fmt_error(test_m["top5_error"]),
-                         "images_per_sec": f"{speed:.1f}", "seconds": f"{seconds:.2f}"})
-            parts = list(enumerate(test_m["members"]))
-            if column is not None:
-                parts.append((deepest, dict(column, name=f"column{deepest}")))
-            for i, m in parts:
-                member_rows.append({"epoch": done, "member": i, "name": m["name"], "test_loss": f"{m['loss']:.6f}",
-                                    "test_error": fmt_error(m["error"]), "test_top5_error": fmt_error(m["top5_error"])})
-            write_csv_rows(os.path.join(run_dir, "metrics.csv"), METRIC_COLUMNS, rows)
-            if member_rows:
-                write_csv_rows(os.path.join(run_dir, "members.csv"), MEMBER_COLUMNS, member_rows)
-            if best["test_error"] is None or test_m["error"] < best["test_error"]:
-                best = {"epoch": done, "test_error": test_m["error"]}
-                store.save_best(done, net, {"test": test_m})
-            store.save(done, net, trainer, {"best": best, "lr": lr, "test": test_m})
-            write_status(run_dir, state="running", epoch=done, best_epoch=best["epoch"],
-                         best_test_error=best["test_error"])
-            _plot(run_dir, rows)
+            if team.lead:
+                best = _record_epoch(run_dir, config, store, net, trainer, rows, member_rows, best, done, lr, train_m,
+                                     test_m, column, deepest, speed, seconds, states=not asynchronous)
             summary = (f"epoch {done}/{config.epochs}  lr {lr:.4g}  train loss {train_m['loss']:.4f} "
                        f"error {100 * train_m['error']:.2f}%  test loss {test_m['loss']:.4f} "
                        f"error {100 * test_m['error']:.2f}%")
@@ -345,18 +497,23 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
         where = f"epoch {last[0]}" if last else "none yet"
         msg = (f"{exc}; training stopped. The last good checkpoint ({where}) is intact in "
                f"{store.dir}. Lower --lr or check the data, then start again (or --resume).")
-        write_status(run_dir, state="failed", message=msg)
+        if team.lead:
+            write_status(run_dir, state="failed", message=msg)
         console.file(msg)
         raise NonFiniteLossError(msg) from None
     except BaseException as exc:
         message = (str(exc) if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
                    if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
-        write_status(run_dir, state="failed", message=message[:500])
+        if team.lead:
+            write_status(run_dir, state="failed", message=message[:500])
         console.file(f"stopped: {message}")
         raise
 
-    paths = export_run(run_dir, config, meta)
+    if not team.lead:  # rank 0 keeps the records and exports
+        console.file("finished")
+        return {"run_dir": run_dir, "best_epoch": None, "best_test_error": None, "last": {}, "export": None}
     last = rows[-1] if rows else {}
+    paths = export_run(run_dir, config, meta)
     write_status(run_dir, state="finished", epoch=config.epochs, best_epoch=best["epoch"],
                  best_test_error=best["test_error"], message="finished")
     console.both(f"Finished: best test error {100 * (best['test_error'] or 0):.2f}% at epoch {best['epoch']}; "
@@ -365,11 +522,62 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
             "last": last, "export": paths}
 
 
-def train_epoch(epoch, it, step, config, log, batches, quiet=True, source="train.rec", limit=None):
+def _evaluation_copy(config, contexts):
+    """A second instance of the network for evaluation, when the optimizer updates weights in place.
+
+    In mxnet 1.9.1 (MKLDNN), an inference pass through weight arrays that a worker-side optimizer
+    then updates in place corrupts those updates, nondeterministically (NAG: measurably after one
+    test pass). Evaluating a copy leaves the trained weights alone.
+    """
+    from gluonfuse.models import get_model
+
+    copy = get_model(config.network, **config.model_kwargs)
+    copy.initialize(ctx=contexts)  # values are replaced before every evaluation
+    copy.hybridize(static_alloc=True, static_shape=True)
+    return copy
+
+
+def _copy_parameters(source, target, ctx):
+    """``target``'s parameters := ``source``'s on ``ctx`` (the same architecture)."""
+    targets = target._collect_params_with_prefix()
+    for name, param in source._collect_params_with_prefix().items():
+        targets[name].set_data(param.data(ctx))
+
+
+def _record_epoch(run_dir, config, store, net, trainer, rows, member_rows, best, done, lr, train_m, test_m, column,
+                  deepest, speed, seconds, states=True):
+    """Write epoch ``done``'s metrics, checkpoints, status and curves; returns the best epoch so far."""
+    rows.append({"epoch": done, "lr": f"{lr:.6g}", "train_loss": f"{train_m['loss']:.6f}",
+                 "train_error": fmt_error(train_m["error"]),
+                 "train_top5_error": fmt_error(train_m["top5_error"]),
+                 "test_loss": f"{test_m['loss']:.6f}", "test_error": fmt_error(test_m["error"]),
+                 "test_top5_error": fmt_error(test_m["top5_error"]),
+                 "images_per_sec": f"{speed:.1f}", "seconds": f"{seconds:.2f}"})
+    parts = list(enumerate(test_m["members"]))
+    if column is not None:
+        parts.append((deepest, dict(column, name=f"column{deepest}")))
+    for i, m in parts:
+        member_rows.append({"epoch": done, "member": i, "name": m["name"], "test_loss": f"{m['loss']:.6f}",
+                            "test_error": fmt_error(m["error"]), "test_top5_error": fmt_error(m["top5_error"])})
+    write_csv_rows(os.path.join(run_dir, "metrics.csv"), METRIC_COLUMNS, rows)
+    if member_rows:
+        write_csv_rows(os.path.join(run_dir, "members.csv"), MEMBER_COLUMNS, member_rows)
+    if best["test_error"] is None or test_m["error"] < best["test_error"]:
+        best = {"epoch": done, "test_error": test_m["error"]}
+        store.save_best(done, net, {"test": test_m})
+    store.save(done, net, trainer, {"best": best, "lr": lr, "test": test_m}, states=states)
+    write_status(run_dir, state="running", epoch=done, best_epoch=best["epoch"],
+                 best_test_error=best["test_error"])
+    _plot(run_dir, rows)
+    return best
+
+
+def train_epoch(epoch, it, step, config, log, batches, quiet=True, source="train.rec", limit=None, reduce=None):
     """One pass of ``it`` through ``step``; returns (train metrics, seconds, images per second).
 
     ``log`` receives the authors' per-batch lines every ``config.log_interval`` batches; ``limit``
-    stops after that many batches (benchmarks).
+    stops after that many batches (benchmarks); ``reduce`` turns this process's metric totals into
+    the job's (see :meth:`gluonfuse.train.metrics.Meter.result`).
     """
     from tqdm import tqdm
 
@@ -407,7 +615,7 @@ def train_epoch(epoch, it, step, config, log, batches, quiet=True, source="train
         if meter is None:
             raise DataError(f"{source}: no training records")
         try:
-            result = meter.result()
+            result = meter.result(reduce)
         except NonFiniteLossError:
             raise NonFiniteLossError(f"non-finite training loss in epoch {epoch + 1}, batch {nbatch - 1}") from None
     finally:
@@ -434,9 +642,13 @@ def export_run(run_dir, config, meta):
     run = load_run(run_dir)
     extra = {"mean": config.mean, "std": config.std, "dataset": config.dataset,
              "class_names": meta.get("classes"), "run": os.path.basename(os.path.abspath(run_dir))}
+    if config.dtype != "float32":
+        extra["trained_dtype"] = config.dtype  # the export itself is float32
     paths = {}
     for which in ("best", "last"):
         net = run.build_network(which, ctx=mx.cpu())
         paths[which] = export_model(net, os.path.join(run_dir, "export"), name=which, input_shape=config.input_shape,
                                     extra=extra)
+        if config.dtype != "float32":
+            precision.check_float32_export(paths[which]["symbol"], paths[which]["params"])
     return paths

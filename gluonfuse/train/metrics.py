@@ -85,9 +85,15 @@ class Meter:
         """Means over the batches read so far: [loss, error, top-5 error, ...]."""
         return self.sums / max(self.count, 1)
 
-    def result(self):
-        """{'loss', 'error', 'top5_error', 'count', 'members': [...]} over everything added."""
+    def result(self, reduce=None):
+        """{'loss', 'error', 'top5_error', 'count', 'members': [...]} over everything added.
+
+        ``reduce(sums, count) -> (sums, count)`` replaces the local totals first (a distributed job
+        adds them over its workers, :meth:`gluonfuse.train.dist.Team.reduce_meter`).
+        """
         self.flush()
+        if reduce is not None:
+            self.sums, self.count = reduce(self.sums, self.count)
         mean = self.sums / max(self.count, 1)
         top5 = self.classes > 5
 
