@@ -9,17 +9,21 @@ import os
 __version__ = "0.1.0"
 
 
+_MARK = "GLUONFUSE_DEFAULT_OMP_NUM_THREADS"  # the value gluonfuse chose, inherited by child processes
+
+
 def _size_thread_pool():
-    """Set OMP_NUM_THREADS to the visible cores unless the user chose; True when gluonfuse set it."""
-    if "OMP_NUM_THREADS" in os.environ or "MXNET_OMP_MAX_THREADS" in os.environ:
-        return False
+    """Set OMP_NUM_THREADS to the visible cores unless the user chose; True when gluonfuse chose it."""
+    omp = os.environ.get("OMP_NUM_THREADS")
+    if omp is not None or "MXNET_OMP_MAX_THREADS" in os.environ:
+        return omp is not None and os.environ.get(_MARK) == omp  # a gluonfuse parent's choice
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    os.environ["OMP_NUM_THREADS"] = str(max(1, cores))
+    os.environ["OMP_NUM_THREADS"] = os.environ[_MARK] = str(max(1, cores))
     return True
 
 
-# the launcher sizes each process's pool itself unless the user chose a value
+# the launcher gives each process of a job its share of the cores unless the user chose a value
 THREADS_CHOSEN_BY_GLUONFUSE = _size_thread_pool()

@@ -117,7 +117,7 @@ def launch_local(command, num_workers, num_servers=1, port=None, threads_per_wor
     def env_for(role, omp):
         env = dict(base, DMLC_ROLE=role)
         if not user_threads:
-            env["OMP_NUM_THREADS"] = str(omp)
+            env["OMP_NUM_THREADS"] = env[gluonfuse._MARK] = str(omp)
         return env
 
     procs = []

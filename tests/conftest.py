@@ -30,3 +30,12 @@ def run_gluonfuse(*args, timeout=600, env=None, **kwargs):
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "gluonfuse", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env=full_env, **kwargs)
+
+
+def process_gone(pid):
+    """True when no process ``pid`` exists (any more)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_gluonfuse
+from conftest import REPO, process_gone, run_gluonfuse
 from gluonfuse.launch import job_environment, mxnet_launcher_command
 
 WORKER = textwrap.dedent("""
@@ -42,14 +42,6 @@ def worker(tmp_path):
     return path
 
 
-def _gone(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def _pids(tmp_path):
     return [int((tmp_path / name).read_text()) for name in os.listdir(tmp_path) if name.startswith("pid-")]
 
@@ -71,7 +63,7 @@ def test_a_dead_worker_tears_the_job_down(worker, tmp_path, mode, needle):
     assert needle in result.stdout and "stopping the rest of the job" in result.stdout
     assert time.time() - start < 60  # bounded: the surviving worker sleeps for 600 s
     pids = _pids(tmp_path)
-    assert len(pids) == 2 and all(_gone(pid) for pid in pids)
+    assert len(pids) == 2 and all(process_gone(pid) for pid in pids)
 
 
 def test_ctrl_c_stops_the_whole_job(worker, tmp_path):
@@ -87,7 +79,7 @@ def test_ctrl_c_stops_the_whole_job(worker, tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "interrupted" in out
-    assert all(_gone(pid) for pid in _pids(tmp_path))
+    assert all(process_gone(pid) for pid in _pids(tmp_path))
 
 
 def test_loopback_environment():

@@ -96,10 +96,10 @@ def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume,
         # mxnet with DMLC_ROLE set serves the job and exits
         import mxnet  # noqa: F401
         return
-    from gluonfuse.train.dist import is_distributed, leave
-
-    if not os.environ.get("DMLC_ROLE") and not is_distributed(options.get("kvstore") or ""):
+    if os.environ.get("DMLC_ROLE") != "worker":
         return _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options)
+    from gluonfuse.train.dist import leave
+
     # a worker of a distributed job must never exit normally after a failure: ps-lite's finalize
     # barrier would wait forever for the other workers, and the launcher could not see the failure
     from gluonfuse.cli import run_guarded
