@@ -409,3 +409,16 @@ def test_every_role_can_run_the_train_command(pattern_data, tmp_path):
                 p.kill()
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
     assert json.loads(_read(only_run(str(tmp_path / "runs")), "status.json"))["state"] == "finished"
+
+
+@pytest.mark.slow
+def test_bench_dist_runs():
+    """tools/bench_dist.py end to end on a tiny input (speed itself is the benchmark's job)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_dist", os.path.join(REPO, "tools", "bench_dist.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.run(bench.parse_args(["--images", "80", "--epochs", "1", "--batch-size", "32"]))
+    assert res["workers"] == 2 and res["single"]["images_per_sec"] > 0 and res["job"]["images_per_sec"] > 0
+    assert "dist_sync" in bench.report(res)
