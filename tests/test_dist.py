@@ -250,6 +250,18 @@ def test_a_killed_worker_stops_the_job_and_resume_finishes_it(sync_run, pattern_
     assert all(d[0] == d[1] for d in _digests(run_dir).values())
 
 
+@pytest.mark.slow
+def test_a_failing_worker_fails_the_job_with_its_message(pattern_data, tmp_path):
+    # both workers see the loss explode; each leaves with os._exit(1) instead of hanging in ps-lite
+    out = str(tmp_path / "runs")
+    proc = run_gluonfuse(*launch_args(pattern_data, out, "--epochs", "2", "--kvstore", "dist_sync", "--lr", "1e9"),
+                         timeout=120, env=ONE_THREAD)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Error: non-finite training loss" in proc.stdout and "exited with code 1" in proc.stdout
+    status = json.loads(_read(only_run(out), "status.json"))
+    assert status["state"] == "failed" and "non-finite training loss" in status["message"]
+
+
 # ---------------------------------------------------------------- fast: definitions and refusals
 
 def test_batch_size_is_global_over_workers_and_devices():
