@@ -33,8 +33,8 @@ net: it computes with the very same Parameter objects, nothing is copied or retr
     In the last block (``ReLU(m + da + db)``) a removed branch drops out of the sum.
 
 Batch normalisation uses the trained running statistics as they are, for every component; nothing
-is re-estimated, as in Veit et al.'s lesion study, which deletes modules from the trained network
-at test time.
+is re-estimated or retrained (Veit et al.'s lesion study likewise deletes modules from the trained
+network at test time).
 
 Path lengths: the number of distinct paths through the net's graph, per length, counted by dynamic
 programming over the blocks (a path picks, in every block, one of its terms: shortcut or branch,
@@ -703,7 +703,14 @@ def plot_analysis(analysis, out):
                 by_branch[parts[2] if len(parts) == 3 else "residual"].append(r)
             for name, pick in sorted(by_branch.items()):
                 ax.plot([r["position"] for r in pick], [100 * (1 - r["error"]) for r in pick], "o-",
-                        label=f"branch {name} removed", markersize=4)
+                        label="residual branch removed" if name == "residual" else f"branch {name} removed",
+                        markersize=4)
+            starts = {}  # stage -> position of its first block
+            for r in singles:
+                stage = r["removed"][0].split(".")[0]
+                starts[stage] = min(starts.get(stage, r["position"]), r["position"])
+            for stage, first in sorted(starts.items())[1:]:
+                ax.axvline(first - 0.5, color="grey", linestyle=":", linewidth=1)  # a stage (and width) change
             ax.axhline(full_acc, color="k", linestyle="--", linewidth=1, label=f"full net {full_acc:.2f}%")
             ax.set_xlabel("block whose branch is removed (input to output)")
             ax.set_title("single lesions")

@@ -47,11 +47,6 @@ def _close(a, b):
     np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=1e-4, atol=1e-5)
 
 
-def _component(comps, name):
-    (comp,) = [c for c in comps if c.name == name]
-    return comp
-
-
 # ---------------------------------------------------------------- path lengths (structure only)
 
 def _coeffs(poly):
@@ -283,19 +278,35 @@ def test_cross_lesion_removes_one_streams_residual(tiny_run):
     assert np.array_equal(both[1][0].asnumpy(), both[1][1].asnumpy())
 
 
+def _random_statistics(net):
+    net.initialize(mx.init.Xavier(magnitude=2))
+    for p in net.collect_params(".*running_(mean|var)").values():
+        p.set_data(mx.nd.random.uniform(0.5, 1.5, shape=p.shape))  # trained-looking statistics
+    return net
+
+
 def test_half_without_both_branches_is_its_shortcut():
     from gluonfuse.analyze import BranchView, Branch
     from gluonfuse.models import get_model
 
-    net = get_model("half", depth=26)
-    net.initialize(mx.init.Xavier(magnitude=2))
-    for name, p in net.collect_params(".*running_(mean|var)").items():
-        p.set_data(mx.nd.random.uniform(0.5, 1.5, shape=p.shape))  # trained-looking statistics
+    net = _random_statistics(get_model("half", depth=26))
     x = _batch()
     full = BranchView(net).trace(x)
     _close(BranchView(net)(x), net(x))
     view = BranchView(net, [Branch(1, 1, "a"), Branch(1, 1, "b")])
     _close(view.trace(x)[1][0], full[0][0])  # g1.b1 is an identity block: ReLU(x) = x
+
+
+def test_members_of_an_ensemble_network_are_its_own_outputs():
+    from gluonfuse.analyze import member_components
+    from gluonfuse.models import get_model
+
+    net = _random_statistics(get_model("ensemble", depth=11))
+    x = _batch()
+    comps = member_components(net)
+    for comp, out in zip(comps[1:], net(x)):
+        _close(comp.build()(x), out)
+    assert comps[0].build() is net  # the full row is the ensemble itself (its members' average)
 
 
 def test_side_refuses_a_block_without_branches():
