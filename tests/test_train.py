@@ -106,11 +106,10 @@ def test_predict_names_classes_on_any_image_size(cli, trained_run, tmp_path):
     assert result.exit_code == 1 and result.output.startswith("Error: ") and "OpenCV cannot read" in result.output
 
 
-def test_resume_after_sigkill_mid_epoch_reproduces_the_uninterrupted_run(trained_run, pattern_data, tmp_path):
-    reference = _metrics(trained_run[0])
-    out = str(tmp_path / "runs")
+def _signal_after_first_epoch(args, out, sig):
+    """Start ``gluonfuse ARGS``, send ``sig`` half a second after its first checkpoint; return the exit code."""
     env = dict(os.environ, PYTHONPATH=REPO)
-    proc = subprocess.Popen([sys.executable, "-m", "gluonfuse", *train_args(pattern_data, out)], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "gluonfuse", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
@@ -124,9 +123,16 @@ def test_resume_after_sigkill_mid_epoch_reproduces_the_uninterrupted_run(trained
             time.sleep(0.05)
         assert marker, "the first epoch never finished"
         time.sleep(0.5)  # into the second epoch
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, sig)
     finally:
         proc.wait()
+    return proc.returncode
+
+
+def test_resume_after_sigkill_mid_epoch_reproduces_the_uninterrupted_run(trained_run, pattern_data, tmp_path):
+    reference = _metrics(trained_run[0])
+    out = str(tmp_path / "runs")
+    assert _signal_after_first_epoch(train_args(pattern_data, out), out, signal.SIGKILL) == -signal.SIGKILL
     run_dir = only_run(out)
     assert json.load(open(os.path.join(run_dir, "status.json")))["state"] == "running"
     resumed = run_gluonfuse("train", "--resume", run_dir, "--quiet")
@@ -140,6 +146,14 @@ def test_resume_after_sigkill_mid_epoch_reproduces_the_uninterrupted_run(trained
             assert float(got[key]) == pytest.approx(float(want[key]), abs=1e-4), key
     assert json.load(open(os.path.join(run_dir, "status.json")))["state"] == "finished"
     assert os.path.isfile(os.path.join(run_dir, "export", "last-symbol.json"))
+
+
+def test_sigterm_marks_the_run_failed(pattern_data, tmp_path):
+    out = str(tmp_path / "runs")
+    code = _signal_after_first_epoch(train_args(pattern_data, out, "--epochs", "30"), out, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
+    status = json.load(open(os.path.join(only_run(out), "status.json")))
+    assert status["state"] == "failed" and status["message"] == "terminated by SIGTERM"
 
 
 @pytest.mark.parametrize("args, code, message", [

@@ -1,5 +1,4 @@
 """The trainer's parts: recipes and schedules, initialisation, padding, exact evaluation, ensembles, NaN stops."""
-import importlib.util
 import json
 import os
 
@@ -288,11 +287,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cli, pattern_d
     assert not os.path.exists(os.path.join(run_dir, "checkpoints", "epoch-0002.json"))
 
 
-HAVE_DATA_LIBRARY = importlib.util.find_spec("gluonfuse.data.prepare") is not None
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_DATA_LIBRARY, reason="needs gluonfuse.data (digits preparation)")
 def test_digits_is_prepared_on_the_fly_under_data(cli, tmp_path, monkeypatch):
     """The README's first command: no data yet, data/digits appears, one epoch trains and exports."""
     monkeypatch.chdir(tmp_path)
@@ -303,12 +298,3 @@ def test_digits_is_prepared_on_the_fly_under_data(cli, tmp_path, monkeypatch):
     assert os.path.basename(run_dir) == "cross_d14_w1_digits_1"
     assert os.path.isfile(os.path.join(run_dir, "export", "best-symbol.json"))
     assert "Test error" in result.output
-
-
-@pytest.mark.skipif(HAVE_DATA_LIBRARY,
-                    reason="the data library is present: digits is prepared on the fly")
-def test_digits_without_data_library_says_how_to_prepare(cli, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = cli("train", "--network", "cross", "--depth", "14", "--dataset", "digits")
-    assert result.exit_code == 1
-    assert "gluonfuse data prepare digits --out data/digits" in result.output

@@ -19,40 +19,20 @@ Two MXNet traps handled here: ``batch.pad`` marks the padded tail of the last ba
 not count it), and after ``reset()`` a ``round_batch`` iterator starts the next pass *after* the
 samples it borrowed for padding, so every pass gets a fresh iterator (:func:`record_iter`).
 """
-import importlib
-import importlib.util
 import os
 
 import numpy as np
 
 from gluonfuse.errors import DataError
-from gluonfuse.io import read_json
 
 SPLITS = ("train", "test")
 
 
-def _optional(module):
-    """``module`` if this gluonfuse has it, else None (an import error inside it still surfaces).
-
-    The data library (``gluonfuse.data``) is developed alongside the trainer; these lookups let
-    the trainer work with or without it.
-    """
-    if importlib.util.find_spec(module) is None:
-        return None
-    return importlib.import_module(module)
-
-
 def read_dataset_meta(data_dir):
     """The dataset's ``meta.json`` as a dict (DataError when missing or malformed)."""
-    meta_lib = _optional("gluonfuse.data.meta")
-    if meta_lib is not None:
-        return meta_lib.read_meta(data_dir)
-    path = os.path.join(data_dir, "meta.json")
-    meta = read_json(path, "dataset metadata")
-    for key in ("num_classes", "classes", "image_shape"):
-        if key not in meta:
-            raise DataError(f"{path}: no {key!r} field; re-run 'gluonfuse data prepare'")
-    return meta
+    from gluonfuse.data.meta import read_meta
+
+    return read_meta(data_dir)
 
 
 def check_dataset_dir(data_dir, splits=SPLITS):
@@ -75,21 +55,17 @@ def ensure_dataset(dataset, data_dir, echo=print):
     Only ``digits`` ships inside the package (no download), so only it is prepared automatically.
     """
     if dataset == "digits" and not os.path.exists(os.path.join(data_dir, "meta.json")):
-        # HOOK(data): the data library's preparation function is written in parallel with the
-        # trainer; this is the one call to adjust if its name or signature differs.
-        prepare_lib = _optional("gluonfuse.data.prepare")
-        if prepare_lib is None:
-            raise DataError(f"{data_dir} has no prepared 'digits' dataset and this gluonfuse has no "
-                            "data preparation library; run 'gluonfuse data prepare digits --out "
-                            f"{data_dir}'")
+        from gluonfuse.data.prepare import prepare
+
         echo(f"Preparing the embedded 'digits' dataset into {data_dir} ...")
-        prepare_lib.prepare("digits", out=data_dir, echo=echo)
+        prepare("digits", out=data_dir, echo=echo)
     check_dataset_dir(data_dir)
 
 
 def _preset(dataset):
-    presets = _optional("gluonfuse.data.presets")
-    return None if presets is None else presets.PRESETS.get(dataset)
+    from gluonfuse.data.presets import PRESETS
+
+    return PRESETS.get(dataset)
 
 
 def _three(values, what, source):

@@ -14,6 +14,8 @@ import dataclasses
 import logging
 import math
 import os
+import signal
+import threading
 import time
 
 from gluonfuse.errors import DataError, NonFiniteLossError
@@ -220,10 +222,31 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
     write_json(os.path.join(run_dir, "dataset_meta.json"), meta)
 
     console = _Console(run_dir, echo, quiet)
+    previous = _catch_sigterm()
     try:
         return _run(config, run_dir, contexts, meta, console, resume is not None, quiet)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         console.close()
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived (e.g. a launcher tearing a job down): the run is marked failed, then exits."""
+
+    def __str__(self):
+        return "terminated by SIGTERM"
+
+
+def _catch_sigterm():
+    """Turn SIGTERM into :class:`Terminated` so status.json records it; returns the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum, frame):
+        raise Terminated(128 + signum)
+
+    return signal.signal(signal.SIGTERM, on_term)
 
 
 def _run(config, run_dir, contexts, meta, console, resuming, quiet):
@@ -326,7 +349,10 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet):
         console.file(msg)
         raise NonFiniteLossError(msg) from None
     except BaseException as exc:
-        write_status(run_dir, state="failed", message=f"{type(exc).__name__}: {exc}"[:500])
+        message = (str(exc) if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+                   if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}")
+        write_status(run_dir, state="failed", message=message[:500])
+        console.file(f"stopped: {message}")
         raise
 
     paths = export_run(run_dir, config, meta)
