@@ -239,6 +239,8 @@ def test_fractal_columns_are_column_nets(tiny_run):
     rows = {r["name"]: r for r in analysis["components"]}
     assert rows[deepest["name"]]["error"] == pytest.approx(deepest["test_error"], abs=1e-6)
     assert [rows["column1"]["depth"], rows["column2"]["depth"], rows["full"]["depth"]] == [2, 4, 4]
+    with pytest.raises(ValueError, match="single FractalNet column"):
+        column_components(net.column_net(1))
 
 
 def test_resnet_lesions_remove_exactly_one_branch(tiny_run):
@@ -295,6 +297,8 @@ def test_half_without_both_branches_is_its_shortcut():
     _close(BranchView(net)(x), net(x))
     view = BranchView(net, [Branch(1, 1, "a"), Branch(1, 1, "b")])
     _close(view.trace(x)[1][0], full[0][0])  # g1.b1 is an identity block: ReLU(x) = x
+    block, before = net.g1[1], full[0][0]
+    _close(BranchView(net, [Branch(1, 1, "a")]).trace(x)[1][0], mx.nd.relu(block.two_b(before) + before))
 
 
 def test_members_of_an_ensemble_network_are_its_own_outputs():
