@@ -14,6 +14,7 @@ Reads run directories written by ``gluonfuse train`` (``config.json``, ``metrics
 Unfinished, failed or corrupt runs are not silently dropped: :func:`scan_runs` returns them with the
 reason, and the CLI lists them. :func:`read_run` is the file reader ``gluonfuse analyze`` shares.
 """
+import contextlib
 import csv
 import dataclasses
 import math
@@ -341,20 +342,34 @@ def plot_format(out):
     return ext
 
 
-def plot_groups(groups, by, out):
-    """Test error (%) per epoch for each group: the median run's curve, a band from min to max."""
+@contextlib.contextmanager
+def saved_figure(out, **subplots):
+    """``(fig, axes)`` of a headless matplotlib figure, saved to ``out`` (format from its suffix) when
+    the block ends without an error; written atomically, and the figure is always closed."""
     ext = plot_format(out)
     import matplotlib
 
     matplotlib.use("Agg")  # headless: never a window
     import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401 - used as matplotlib.ticker
 
     from gluonfuse.io import atomic_path
 
-    by = check_by(by)
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, axes = plt.subplots(**subplots)
     try:
+        yield fig, axes
+        fig.tight_layout()
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format=ext, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def plot_groups(groups, by, out):
+    """Test error (%) per epoch for each group: the median run's curve, a band from min to max."""
+    by = check_by(by)
+    with saved_figure(out, figsize=(8, 5)) as (fig, ax):
+        import matplotlib.ticker
+
         for g in groups:
             curves = [[100 * e for e in r.curve()] for r in g.runs]
             longest = max(len(c) for c in curves)
@@ -374,9 +389,4 @@ def plot_groups(groups, by, out):
         ax.set_title("test error per epoch: median run, band from best to worst run")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=ext, dpi=120)
-    finally:
-        plt.close(fig)
     return out

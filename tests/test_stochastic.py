@@ -68,6 +68,7 @@ def mixed_runs():
     return net, train_passes(net, 1200)
 
 
+@pytest.mark.slow  # ~1,000 hybridized training passes: statistics need the samples
 def test_half_of_the_passes_are_global_with_a_uniform_column(mixed_runs):
     net, runs = mixed_runs
     ctrls = np.array([out[1] for _, out in runs])
@@ -123,6 +124,7 @@ def test_local_passes_drop_each_input_at_rate_p(mixed_runs):
         assert_rate(sum(drops), len(drops), p - p ** k / k, f"join {j} input {i}")
 
 
+@pytest.mark.slow  # ~1,000 hybridized training passes: statistics need the samples
 def test_revival_picks_the_survivor_uniformly():
     # with p = 0.9 most joins drop everything and must revive one input at random
     net = tiny_fractal(drop_path=0.9, global_prob=0.0)
@@ -277,6 +279,7 @@ def tiny_ror(network="ror3", depth=20, **kwargs):
     return net
 
 
+@pytest.mark.slow  # ~1,000 hybridized training passes: statistics need the samples
 @pytest.mark.parametrize("network,depth", [("ror3", 20), ("ror3_wrn", 16)])
 def test_stochastic_depth_survival_rates(network, depth):
     net = tiny_ror(network, depth)
