@@ -127,3 +127,26 @@ def test_torch_networks_match_gluonfuse(network, depth):
     torch_convs = [tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert sorted(gluon_convs) == sorted(torch_convs)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_interleave_alternates_order_and_discards_busy_rounds():
+    import bench_common
+
+    calls = []
+
+    class Fake:
+        def __init__(self, label, busy):
+            self.label, self.busy = label, iter(busy)
+
+        def run(self, mode, iters):
+            calls.append(self.label)
+            # 1 s wall, 1 core of our own; "busy" is the whole machine's CPU seconds meanwhile
+            return {"wall": 1.0, "cpu": 1.0, "busy": next(self.busy)}
+
+    a, b = Fake("a", [1.0, 1.0, 1.0]), Fake("b", [1.0, 2.5, 1.2])
+    results, discarded = bench_common.interleave([a, b], ["train"], rounds=2, iters=3, batch_size=4,
+                                                 max_other_load=0.5)
+    assert calls == ["a", "b", "b", "a", "a", "b"]  # A B, then B A (thrown away: b saw 1.5 other cores), A B
+    assert discarded == 1
+    assert results["a"]["train"]["images_per_sec"] == [12.0, 12.0]
+    assert results["b"]["train"]["other_load"] == pytest.approx([0.0, 0.2])

@@ -81,31 +81,45 @@ def timed(step, sync, iters):
     return {"wall": wall, "cpu": cpu, "busy": None if busy0 is None else busy1 - busy0}
 
 
-def interleave(contenders, modes, rounds, iters, batch_size, log=None):
+def interleave(contenders, modes, rounds, iters, batch_size, log=None, max_other_load=None):
     """Time every contender in every mode for ``rounds`` rounds of ``iters`` iterations.
 
-    Returns ``{label: {mode: {"images_per_sec": [...], "cores_busy": [...], "other_load": [...]}}}``,
+    ``results`` is ``{label: {mode: {"images_per_sec": [...], "cores_busy": [...], "other_load": [...]}}}``,
     one entry per round: ``cores_busy`` is the contender's CPU time over wall time (2.0 = two cores
     kept busy), ``other_load`` the cores other processes kept busy meanwhile (the noise on a shared
-    machine).
+    machine). With ``max_other_load``, a round in which other processes used more cores than that is
+    thrown away and run again (at most ``2 * rounds`` extra rounds), so busy spells do not count.
+    Returns ``(results, number of discarded rounds)``.
     """
     results = {c.label: {m: {"images_per_sec": [], "cores_busy": [], "other_load": []} for m in modes}
                for c in contenders}
-    for r in range(rounds):
-        order = contenders if r % 2 == 0 else contenders[::-1]
+    done = discarded = 0
+    while done < rounds:
+        order = contenders if (done + discarded) % 2 == 0 else contenders[::-1]
+        this = []
         for mode in modes:
             for c in order:
                 t = c.run(mode, iters)
-                rec = results[c.label][mode]
-                rec["images_per_sec"].append(iters * batch_size / t["wall"])
-                rec["cores_busy"].append(t["cpu"] / t["wall"])
-                if t["busy"] is not None:
-                    rec["other_load"].append(max(0.0, (t["busy"] - t["cpu"]) / t["wall"]))
+                other = None if t["busy"] is None else max(0.0, (t["busy"] - t["cpu"]) / t["wall"])
+                this.append((c.label, mode, iters * batch_size / t["wall"], t["cpu"] / t["wall"], other))
+        worst = max((o for *_, o in this if o is not None), default=0.0)
+        if max_other_load is not None and worst > max_other_load and discarded < 2 * rounds:
+            discarded += 1
+            if log:
+                log(f"round discarded: other processes kept {worst:.2f} cores busy (limit {max_other_load})")
+            continue
+        done += 1
+        for label, mode, speed, cores, other in this:
+            rec = results[label][mode]
+            rec["images_per_sec"].append(speed)
+            rec["cores_busy"].append(cores)
+            if other is not None:
+                rec["other_load"].append(other)
         if log:
             parts = [f"{c.label} " + "/".join(f"{results[c.label][m]['images_per_sec'][-1]:.0f}" for m in modes)
                      for c in contenders]
-            log(f"round {r + 1}/{rounds} ({'/'.join(modes)} img/s): " + "; ".join(parts))
-    return results
+            log(f"round {done}/{rounds} ({'/'.join(modes)} img/s): " + "; ".join(parts))
+    return results, discarded
 
 
 def summary(values):

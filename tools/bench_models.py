@@ -58,6 +58,9 @@ def add_arguments(parser):
                      help="run every contender in its own subprocess (still interleaved)")
     run.add_argument("--threads-check", action="store_true",
                      help="compare mxnet's default threads with gluonfuse's instead of the contenders")
+    run.add_argument("--max-other-load", type=float, metavar="CORES",
+                     help="run a round again when other processes kept more cores than this busy "
+                          "(a shared machine; default: keep every round)")
     run.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="no per-round progress on stderr")
@@ -429,8 +432,9 @@ def run(args):
     else:
         contenders, skipped = _start(descs, setup, args.isolate, say)
     try:
-        results = bench_common.interleave(contenders, modes, args.rounds, args.iters, args.batch_size, log=say)
-        report = _report(args, setup, contenders, skipped, results)
+        results, discarded = bench_common.interleave(contenders, modes, args.rounds, args.iters, args.batch_size, log=say,
+                                          max_other_load=args.max_other_load)
+        report = _report(args, setup, contenders, skipped, results, discarded)
     finally:
         for c in contenders:
             c.close()
@@ -481,7 +485,7 @@ def _threads_check_contenders(desc, setup, say):
     return out
 
 
-def _report(args, setup, contenders, skipped, results):
+def _report(args, setup, contenders, skipped, results, discarded):
     modes = setup["modes"]
     first = contenders[0].label
     rows, table = [], []
@@ -527,15 +531,16 @@ def _report(args, setup, contenders, skipped, results):
             r = row[mode]["first_over_this"]
             lines.append(f"- {mode}: {first} runs at {r['median']:.2f}x {row['label']} "
                          f"(per-round ratios {r['min']:.2f}-{r['max']:.2f}; params {rows[0]['params']:,} vs {row['params']:,})")
-    other = [v for results_c in results.values() for rec in results_c.values() for v in rec["other_load"]]
+    other = [v for c in contenders for rec in results[c.label].values() for v in rec["other_load"]]
     if other:
         med = bench_common.summary(other)["median"]
         lines.append(f"- noise: other processes kept {med:.2f} cores busy during the timed steps "
-                     f"(median; max {max(other):.2f})" + (": figures are disturbed, rerun when the machine is quieter"
-                                                          if med > 0.25 else ""))
+                     f"(median; max {max(other):.2f})"
+                     + (f"; {discarded} busier round(s) discarded" if discarded else "")
+                     + (": figures are disturbed, rerun when the machine is quieter" if med > 0.25 else ""))
     return {"section": "models", "command": bench_common.command_line(), "machine": m,
             "versions": bench_common.versions(), "threads": threads, "contexts": ctx,
             "batch_size": args.batch_size, "rounds": args.rounds, "iters": args.iters, "warmup": args.warmup,
-            "modes": modes, "contenders": rows,
+            "modes": modes, "contenders": rows, "discarded_rounds": discarded,
             "skipped": [{"label": s.label, "reason": s.reason} for s in skipped],
             "markdown": "\n".join(lines)}
