@@ -109,7 +109,10 @@ def test_auto_contenders():
     assert labels() == ["gluonfuse resnet_d56_w1", "gluoncv cifar_resnet56_v1", "PyTorch eager resnet_d56_w1"]
     assert labels("--network", "cross", "--depth", "110") == [
         "gluonfuse cross_d110_w1", "gluonfuse resnet_d110_w1", "PyTorch eager cross_d110_w1"]
-    assert labels("--network", "dfn_mr1", "--against", "none") == ["gluonfuse cross_d110_w1"]
+    assert labels("--network", "dfn_mr1") == [
+        "gluonfuse cross_d110_w1", "gluonfuse resnet_d110_w1", "PyTorch eager cross_d110_w1"]
+    assert labels("--network", "dfn_mr50_imagenet") == ["gluonfuse dfn_mr50_imagenet", "PyTorch eager dfn_mr50_imagenet"]
+    assert labels("--network", "resnet", "--depth", "20", "--against", "none") == ["gluonfuse resnet_d20_w1"]
 
 
 @pytest.mark.parametrize("network, depth", [("plain", 8), ("resnet", 20), ("cross", 26), ("half", 14), ("side", 14)])

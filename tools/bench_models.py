@@ -42,7 +42,7 @@ def add_arguments(parser):
     net.add_argument("--network", default="resnet", help="a registered network or preset (default resnet)")
     net.add_argument("--depth", type=int, help="depth (default: the network's own; 56 for resnet)")
     net.add_argument("--widen-factor", type=int, help="widen factor (families that take one)")
-    net.add_argument("--classes", type=int, default=10, help="classes (default 10)")
+    net.add_argument("--classes", type=int, help="classes (default: the network's own, 10 for CIFAR networks)")
     net.add_argument("--against", default="auto",
                      help="comma-separated contenders (see above), 'auto' or 'none' (default auto)")
     dev = parser.add_mutually_exclusive_group()
@@ -69,8 +69,16 @@ def add_arguments(parser):
 
 # ---------------------------------------------------------------- contender descriptions
 
+def _family(network):
+    from gluonfuse.models import get_entry
+
+    return get_entry(network).family  # a preset's family: dfn_mr1 -> cross
+
+
 def _network_kwargs(args):
-    kwargs = {"classes": args.classes}
+    kwargs = {}
+    if args.classes is not None:
+        kwargs["classes"] = args.classes
     if args.depth is not None:
         kwargs["depth"] = args.depth
     elif args.network == "resnet":
@@ -108,13 +116,11 @@ def contender_descriptions(args):
     tokens = [t.strip() for t in args.against.split(",") if t.strip()]
     if tokens == ["none"]:
         return descs
-    auto = "auto" in tokens
-    if auto:
+    if "auto" in tokens:
         tokens.remove("auto")
-        gluoncv = _gluoncv_counterpart(args.network, spec)
-        if gluoncv:
+        if _gluoncv_counterpart(spec):
             tokens.insert(0, "gluoncv")
-        if args.network in RESIDUAL_BASELINE:
+        if _family(args.network) in RESIDUAL_BASELINE:
             tokens.insert(0, f"resnet:{spec.depth}:{spec.widen_factor}")
         tokens.append("torch")
     for token in dict.fromkeys(tokens):  # keep order, drop repeats
@@ -122,10 +128,10 @@ def contender_descriptions(args):
     return descs
 
 
-def _gluoncv_counterpart(network, spec):
-    if getattr(spec, "widen_factor", None) != 1:
+def _gluoncv_counterpart(spec):
+    if getattr(spec, "widen_factor", None) != 1:  # also rules out the ImageNet networks
         return None
-    return GLUONCV_COUNTERPARTS.get(network, {}).get(getattr(spec, "depth", None))
+    return GLUONCV_COUNTERPARTS.get(spec.network, {}).get(spec.depth)
 
 
 def _describe(token, args, spec, kwargs):
@@ -134,12 +140,12 @@ def _describe(token, args, spec, kwargs):
         return {"kind": "torch", "network": args.network, "kwargs": kwargs, "variant": variant,
                 "label": f"PyTorch {variant} {spec.name}"}
     if token == "gluoncv" or token.startswith("gluoncv:"):
-        name = token.partition(":")[2] or _gluoncv_counterpart(args.network, spec)
+        name = token.partition(":")[2] or _gluoncv_counterpart(spec)
         if not name:
             known = ", ".join(f"{n} {d} -> {m}" for n, ms in GLUONCV_COUNTERPARTS.items() for d, m in ms.items())
             raise ValueError(f"gluoncv has no counterpart of {spec.name}; known: {known} "
                              "(or name one: gluoncv:MODEL)")
-        return {"kind": "gluoncv", "network": name, "kwargs": {"classes": args.classes},
+        return {"kind": "gluoncv", "network": name, "kwargs": {"classes": spec.classes},
                 "label": f"gluoncv {name}"}
     name, *rest = token.split(":")
     try:
@@ -148,7 +154,7 @@ def _describe(token, args, spec, kwargs):
             raise ValueError
     except ValueError:
         raise ValueError(f"bad contender {token!r}: write NET, NET:DEPTH or NET:DEPTH:WIDEN") from None
-    other = {"classes": args.classes}
+    other = {"classes": spec.classes}
     other.update(zip(("depth", "widen_factor"), numbers))
     try:
         other_spec = _spec(name, other)
