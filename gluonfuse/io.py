@@ -5,6 +5,12 @@ import os
 import tempfile
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -18,6 +24,8 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield tmp
+        if os.path.isfile(tmp):
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -43,3 +51,18 @@ def read_json(path, what="JSON file"):
         raise DataError(f"{what} not found: {path}") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {what} {path}: {exc}") from None
+
+
+def text_lines(path, what="file"):
+    """Yield ``(line number, line)`` of the non-blank lines of a text file; a missing file is a
+    DataError naming it."""
+    from gluonfuse.errors import DataError
+
+    try:
+        f = open(path)
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    with f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                yield number, line

@@ -7,4 +7,4 @@ from gluonfuse.models.registry import get_entry, get_model, get_spec, list_model
 from gluonfuse.models.stats import count_params  # noqa: F401
 
 # importing a family module registers its networks
-from gluonfuse.models import fusion  # noqa: F401,E402
+from gluonfuse.models import fusion, fractal, preact, ror  # noqa: F401,E402

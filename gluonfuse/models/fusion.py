@@ -23,6 +23,7 @@ from mxnet.gluon import nn
 
 from gluonfuse.models.blocks import Chain, ClassifierHead, ConvUnit
 from gluonfuse.models.registry import register_family, register_preset
+from gluonfuse.models.rules import check_positive_int
 
 # conv layers one block adds to the plain-network depth count
 BLOCK_DEPTH = {"plain": 1, "resnet": 2, "cross": 4, "half": 4, "side": 4}
@@ -59,10 +60,6 @@ def _valid(network, depth):
     return b >= 1 and min(blocks_per_stage(depth, b)) >= 1
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
 
 @dataclasses.dataclass(frozen=True)
 class FusionSpec:
@@ -76,9 +73,9 @@ class FusionSpec:
     def __post_init__(self):
         if self.network not in NETWORKS:
             raise ValueError(f"unknown fusion network {self.network!r}; known: {', '.join(NETWORKS)}")
-        _check_positive_int("depth", self.depth)
-        _check_positive_int("widen_factor", self.widen_factor)
-        _check_positive_int("classes", self.classes)
+        check_positive_int("depth", self.depth)
+        check_positive_int("widen_factor", self.widen_factor)
+        check_positive_int("classes", self.classes)
         if not _valid(self.network, self.depth):
             smallest = next(d for d in range(1, 1000) if _valid(self.network, d))
             raise ValueError(
@@ -340,7 +337,7 @@ class ImageNetFusionSpec:
                 isinstance(u, bool) or not isinstance(u, int) or u < 1 for u in units):
             raise ValueError(f"units must be 4 positive integers (units per stage), got {self.units!r}")
         object.__setattr__(self, "units", units)
-        _check_positive_int("classes", self.classes)
+        check_positive_int("classes", self.classes)
 
     @property
     def depth(self):

@@ -14,7 +14,8 @@ A *preset* names one configuration of a family::
 SPEC's trainable-parameter counts; the test suite checks every one of them.
 
 Spec protocol (what every family's spec provides):
-  * ``name`` - a short canonical name, e.g. ``cross_d110_w1``; also the parameter prefix;
+  * ``name`` - a short canonical name, e.g. ``cross_d110_w1`` (file names of exports and drawings;
+    parameters are prefixed with the family, ``cross_``, so presets and families share names);
   * ``classes`` and ``input_shape`` (C, H, W);
   * ``kwargs()`` - the arguments that rebuild it through ``get_model(family, **kwargs)``;
   * ``describe()`` - a dict for ``gluonfuse summary`` (blocks per stage, longest path, ...).
@@ -133,7 +134,10 @@ def get_model(name, **kwargs):
     """
     entry = get_entry(name)
     spec = entry.make_spec(**kwargs)
-    return entry.net_cls(spec)
+    net = entry.net_cls(spec)
+    # what rebuilds it: get_model(net.family, **net.spec.kwargs()) (export metadata, run configs)
+    net.family = entry.family
+    return net
 
 
 def list_models(pattern="*", kind: Optional[str] = None):

@@ -23,7 +23,8 @@ def count_params(net, input_shape=None):
     return int(sum(int(np.prod(s)) for n, s in arg_shapes.items() if n in names))
 
 
-def _symbol(net):
+def symbol_of(net):
+    """``net`` applied to a symbolic ``data``: one symbol, grouped when the net has several outputs."""
     import mxnet as mx
 
     out = net(mx.sym.var("data"))
@@ -31,7 +32,7 @@ def _symbol(net):
 
 
 def _symbol_shapes(net, input_shape, sym=None):
-    sym = _symbol(net) if sym is None else sym
+    sym = symbol_of(net) if sym is None else sym
     arg, _, aux = sym.infer_shape(data=(1,) + tuple(input_shape))
     return dict(zip(sym.list_arguments(), arg)), dict(zip(sym.list_auxiliary_states(), aux))
 
@@ -45,7 +46,7 @@ def multiply_adds(net, input_shape=None, by_prefix=None):
     import json
 
     input_shape = tuple(input_shape or net.spec.input_shape)
-    sym = _symbol(net)
+    sym = symbol_of(net)
     internals = sym.get_internals()
     _, out_shapes, _ = internals.infer_shape(data=(1,) + input_shape)
     shape_of = dict(zip(internals.list_outputs(), out_shapes))

@@ -1,0 +1,182 @@
+"""Commands to train, evaluate and use networks: train, eval, predict."""
+import functools
+import json
+
+import click
+
+from gluonfuse.cli.common import model_options
+
+
+def device_options(fn):
+    """--gpus / --cpus, passed on as ``devices`` (a list of context names)."""
+
+    @click.option("--gpus", default=None, metavar="IDS", help="GPUs to use, e.g. 0,1 (needs a CUDA build of mxnet).")
+    @click.option("--cpus", type=int, default=None, metavar="N",
+                  help="Use N CPU contexts (they share the cores; for testing the multi-device path). "
+                       "Default: one CPU.")
+    @functools.wraps(fn)
+    def wrapper(*args, gpus, cpus, **kwargs):
+        from gluonfuse.train.config import device_names
+
+        devices = None if gpus is None and cpus is None else device_names(gpus, cpus)
+        return fn(*args, devices=devices, **kwargs)
+
+    return wrapper
+
+
+def _floats(text, name):
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise ValueError(f"{name} takes three comma-separated numbers (R,G,B on the 0..255 scale), got {text!r}")
+    return values
+
+
+@click.command("train")
+@model_options(network_required=False)
+@click.option("--dataset", default=None,
+              help="cifar10 (default), cifar100, svhn, mnist, digits, folder (a prepared folder dataset), ...: "
+                   "picks the dataset defaults and the default --data-dir data/DATASET.")
+@click.option("--data-dir", default=None, help="Prepared dataset directory (default data/DATASET). "
+                                               "'digits' is prepared there on the fly when missing.")
+@click.option("--recipe", default=None, help="Training recipe: fusion (default, SPEC 1.6), fractal, ror, "
+                                             "preact, wrn, wrn_svhn.")
+@click.option("--epochs", type=int, default=None, help="Epochs (recipe default: 400 on CIFAR, 40 on SVHN).")
+@click.option("--batch-size", type=int, default=None,
+              help="GLOBAL batch size, split across the devices (recipe default 64).")
+@click.option("--test-batch-size", type=int, default=None, help="Evaluation batch size (default: --batch-size).")
+@click.option("--lr", type=float, default=None, help="Initial learning rate (recipe default 0.1).")
+@click.option("--lr-factor", type=float, default=None, help="Multiply the lr by this at each step (default 0.1).")
+@click.option("--lr-steps", default=None, metavar="E1,E2,..",
+              help="Epochs after which the lr drops (default: 1/2, 3/4, 7/8 of --epochs).")
+@click.option("--wd", type=float, default=None, help="Weight decay on every parameter (default 1e-4).")
+@click.option("--momentum", type=float, default=None, help="Momentum (default 0.9).")
+@click.option("--optimizer", default=None, help="nag (default), sgd or adam.")
+@click.option("--seed", type=int, default=None,
+              help="Random seed (default: a fresh one per run, saved in config.json; give one to repeat a run).")
+@click.option("--aug-type", type=int, default=None,
+              help="0 none, 1 pad-4 crop + mirror (CIFAR default), 2 scale/aspect/colour + crop (ImageNet).")
+@device_options
+@click.option("--kvstore", default=None, help="Gradient aggregation across devices: device (default), local or nccl.")
+@click.option("--out", "out_dir", default=None, help="Where run directories are created (default runs/).")
+@click.option("--keep-checkpoints", type=int, default=None, help="Epoch checkpoints kept (default 3) besides best.")
+@click.option("--threads", "preprocess_threads", type=int, default=None,
+              help="Decoding threads of the input pipeline (default 2).")
+@click.option("--log-interval", type=int, default=None, help="Log a batch line every N batches (default 50).")
+@click.option("--resume", default=None, metavar="RUN_DIR",
+              help="Continue RUN_DIR from its last checkpoint (only --epochs, --gpus/--cpus and --quiet apply).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; log lines only.")
+def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
+    """Train a network on a prepared dataset; write a run directory under runs/.
+
+    Defaults follow the authors' recipe (SPEC 1.6): NAG, momentum 0.9, weight decay 1e-4 on all
+    parameters, lr 0.1 divided by 10 at 1/2, 3/4 and 7/8 of the epochs, batch 64. --batch-size is
+    the global batch: with --gpus 0,1 each GPU gets half. Example:
+
+      gluonfuse train --network cross --depth 14 --dataset digits --epochs 5 --cpus 2
+    """
+    from gluonfuse.train import config as cfgmod
+    from gluonfuse.train.loop import train
+
+    if resume:
+        given = [name for name, value in dict(options, network=network, dataset=dataset, data_dir=data_dir,
+                                              recipe=recipe, **model_kwargs).items()
+                 if value is not None and name != "epochs"]
+        if given:
+            raise ValueError(f"--resume continues a run with its saved configuration; only --epochs, "
+                             f"--gpus/--cpus and --quiet may change (got {', '.join(sorted(given))})")
+        result = train(resume=resume, quiet=quiet, echo=click.echo,
+                       overrides={"epochs": options["epochs"], "contexts": devices})
+    else:
+        if not network:
+            raise click.UsageError("Missing option '--network' (or give --resume RUN_DIR).")
+        dataset = dataset or "cifar10"
+        conf = cfgmod.resolve_config(network, dataset, data_dir=data_dir, recipe=recipe, model_kwargs=model_kwargs,
+                                     overrides=options, contexts=devices or ["cpu(0)"])
+        result = train(conf, quiet=quiet, echo=click.echo)
+    last = result["last"]
+    if last:
+        click.echo(f"Test error {100 * float(last['test_error']):.2f}% after {last['epoch']} epochs "
+                   f"(best {100 * result['best_test_error']:.2f}% at epoch {result['best_epoch']}); "
+                   f"run directory {result['run_dir']}")
+
+
+def _print_result(res, as_json):
+    if as_json:
+        click.echo(json.dumps(res, indent=2, sort_keys=True))
+        return
+    line = f"top-1 error {100 * res['error']:.2f}%"
+    if res["top5_error"] is not None:
+        line += f", top-5 error {100 * res['top5_error']:.2f}%"
+    else:
+        line += " (top-5 not defined for 5 classes or fewer)"
+    click.echo(f"{line}, loss {res['loss']:.4f} on {res['count']} images of {res['data']}")
+    for m in res["members"]:
+        five = f", top-5 {100 * m['top5_error']:.2f}%" if m["top5_error"] is not None else ""
+        click.echo(f"  member {m['name']}: top-1 error {100 * m['error']:.2f}%{five}, loss {m['loss']:.4f}")
+
+
+@click.command("eval")
+@click.argument("run_dir", required=False)
+@click.option("--symbol", "symbol_file", default=None, help="An exported -symbol.json (instead of RUN_DIR).")
+@click.option("--params", "params_file", default=None, help="The matching .params file.")
+@click.option("--data", default=None, help="A .rec file (default with RUN_DIR: the run's test.rec).")
+@click.option("--which", default="best", show_default=True, help="best, last or an epoch number (RUN_DIR).")
+@click.option("--column", type=int, default=None, help="FractalNet: evaluate this column alone (1 = shallowest).")
+@click.option("--batch-size", type=int, default=None, help="Evaluation batch size.")
+@click.option("--mean", default=None, metavar="R,G,B", help="With --symbol: normalisation mean if the .rec has no meta.json.")
+@click.option("--std", default=None, metavar="R,G,B", help="With --symbol: normalisation std.")
+@device_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def eval_cmd(run_dir, symbol_file, params_file, data, which, column, batch_size, mean, std, devices, as_json):
+    """Exact top-1/top-5 error and loss of a trained network on a .rec.
+
+    Every record is counted once (the padded tail of the last batch is not). Use a run directory
+    (RUN_DIR, its test set by default) or an exported pair: --symbol F --params F --data PATH.rec.
+    For ensemble, each member is reported too.
+    """
+    from gluonfuse.train.config import make_contexts
+    from gluonfuse.train.evaluate import evaluate_exported, evaluate_run
+
+    contexts = make_contexts(devices) if devices else None
+    if run_dir and (symbol_file or params_file):
+        raise ValueError("give RUN_DIR or --symbol/--params, not both")
+    if run_dir:
+        res = evaluate_run(run_dir, which=which, data=data, contexts=contexts, column=column, batch_size=batch_size)
+    elif symbol_file and params_file and data:
+        if column is not None:
+            raise ValueError("--column needs a RUN_DIR (an exported symbol has its columns fixed)")
+        res = evaluate_exported(symbol_file, params_file, data, mean=_floats(mean, "--mean"),
+                                std=_floats(std, "--std"), contexts=contexts, batch_size=batch_size or 64)
+    else:
+        raise ValueError("give a RUN_DIR, or --symbol F --params F --data PATH.rec")
+    _print_result(res, as_json)
+
+
+@click.command("predict")
+@click.argument("run_dir")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--which", default="best", show_default=True, help="best, last or an epoch number.")
+@click.option("--top-k", type=int, default=5, show_default=True, help="How many classes to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def predict_cmd(run_dir, images, which, top_k, as_json):
+    """Classify image files with a trained run: top-k class names with probabilities.
+
+    Images of any size and any format OpenCV reads are resized to the network's input and
+    normalised as in training.
+    """
+    from gluonfuse.train.predict import predict_run
+
+    results = predict_run(run_dir, list(images), which=which, top_k=top_k)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for r in results:
+        click.echo(f"{r['image']}: " + ", ".join(f"{name} {p:.3f}" for name, p in r["top"]))
+
+
+COMMANDS = [train_cmd, eval_cmd, predict_cmd]

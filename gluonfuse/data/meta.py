@@ -1,0 +1,128 @@
+"""``meta.json`` of a prepared dataset directory: building it, reading and checking it.
+
+The contract (HELPERS.md) the trainer relies on::
+
+    {"name", "num_classes", "classes", "image_shape": [C, H, W],
+     "mean": [r, g, b], "std": [r, g, b],          # training split, per channel, 0..255, RGB
+     "splits": {"train": {"count", "per_class"}, "test": {...}},
+     "source": {"files": {name: sha256}, ...}, "gluonfuse_version"}
+
+``meta.json`` is written last, so a directory without it is an unfinished (or interrupted) prepare.
+"""
+import os
+
+import numpy as np
+
+from gluonfuse.errors import DataError
+from gluonfuse.io import read_json, write_json
+
+META_NAME = "meta.json"
+SPLITS = ("train", "test")
+
+
+class PixelStats:
+    """Per-channel running sums over images (HWC, RGB): mean and population std over all pixels."""
+
+    def __init__(self, channels=3):
+        self.sum = np.zeros(channels, np.float64)
+        self.sumsq = np.zeros(channels, np.float64)
+        self.pixels = 0
+
+    @staticmethod
+    def of_image(img_rgb):
+        """``(sum, sum of squares, pixel count)`` of one image; cheap enough to run in workers."""
+        flat = img_rgb.reshape(-1, img_rgb.shape[-1]) if img_rgb.ndim == 3 else img_rgb.reshape(-1, 1)
+        f = flat.astype(np.float64)
+        return f.sum(0), np.einsum("ij,ij->j", f, f), flat.shape[0]
+
+    def add(self, part):
+        s, sq, n = part
+        if len(s) != len(self.sum):  # a grey image in a colour dataset counts in every channel
+            s, sq = np.broadcast_to(s, self.sum.shape), np.broadcast_to(sq, self.sum.shape)
+        self.sum += s
+        self.sumsq += sq
+        self.pixels += n
+
+    def mean(self):
+        return self.sum / max(self.pixels, 1)
+
+    def std(self):
+        m = self.mean()
+        return np.sqrt(np.maximum(self.sumsq / max(self.pixels, 1) - m * m, 0.0))
+
+
+def build_meta(name, classes, image_shape, stats: PixelStats, per_class, source):
+    """The meta.json dict; ``per_class`` maps split name -> list of counts by label."""
+    from gluonfuse import __version__
+
+    return {
+        "name": name,
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "image_shape": [int(x) for x in image_shape],
+        "mean": [round(float(x), 4) for x in stats.mean()],
+        "std": [round(float(x), 4) for x in stats.std()],
+        "splits": {split: {"count": int(sum(counts)), "per_class": [int(c) for c in counts]}
+                   for split, counts in per_class.items()},
+        "source": source,
+        "gluonfuse_version": __version__,
+    }
+
+
+def write_meta(directory, meta):
+    write_json(os.path.join(directory, META_NAME), meta)
+
+
+def meta_path(directory):
+    return os.path.join(os.fspath(directory), META_NAME)
+
+
+def read_meta(directory):
+    """The meta.json of a prepared dataset directory (or the path of the file itself), checked.
+
+    DataError when it is missing (an unprepared or interrupted directory) or malformed.
+    """
+    path = os.fspath(directory)
+    if os.path.isdir(path):
+        path = meta_path(path)
+    if not os.path.exists(path):
+        raise DataError(f"{path} not found: the directory is not a prepared dataset, or its "
+                        f"preparation did not finish (run 'gluonfuse data prepare')")
+    meta = read_json(path, "dataset metadata")
+    _check(meta, path)
+    return meta
+
+
+def _check(meta, path):
+    def bad(what):
+        raise DataError(f"{path}: {what}")
+
+    if not isinstance(meta, dict):
+        bad("not a JSON object")
+    for key in ("name", "num_classes", "classes", "image_shape", "mean", "std", "splits", "source"):
+        if key not in meta:
+            bad(f"missing key {key!r}")
+    n = meta["num_classes"]
+    if not isinstance(n, int) or n < 1:
+        bad(f"num_classes must be a positive integer, got {n!r}")
+    if not isinstance(meta["classes"], list) or len(meta["classes"]) != n:
+        bad(f"classes must list {n} names")
+    shape = meta["image_shape"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(x, int) and x > 0
+                                                                   for x in shape)):
+        bad(f"image_shape must be [C, H, W], got {shape!r}")
+    for key in ("mean", "std"):
+        v = meta[key]
+        if not (isinstance(v, list) and len(v) == shape[0]
+                and all(isinstance(x, (int, float)) for x in v)):
+            bad(f"{key} must list {shape[0]} numbers (one per channel), got {v!r}")
+    splits = meta["splits"]
+    if not isinstance(splits, dict):
+        bad("splits must be an object")
+    for split in SPLITS:
+        s = splits.get(split)
+        if not isinstance(s, dict) or not isinstance(s.get("count"), int):
+            bad(f"splits.{split} must hold a count")
+        pc = s.get("per_class")
+        if not (isinstance(pc, list) and len(pc) == n and sum(pc) == s["count"]):
+            bad(f"splits.{split}.per_class must list {n} counts that add up to {s['count']}")

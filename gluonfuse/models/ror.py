@@ -1,0 +1,227 @@
+"""Residual networks of residual networks, RoR-3 (SPEC 3), with optional stochastic depth.
+
+Paper: Zhang, Sun, Han, Yuan, Kong, Liu, "Residual Networks of Residual Networks: Multilevel Residual
+Networks" (arXiv 1608.02908, IEEE TCSVT 2017). Code consulted for the facts: titu1994/Residual-of-
+Residual-Networks (Keras); the authors released none.
+
+Three shortcut levels over three stages of residual blocks:
+
+* root: stem output -> end of stage 3 (1x1 conv, 64k channels, stride 4);
+* mid, one per stage: stage input -> stage output (1x1 conv, 16k / 32k / 64k channels, strides 1/2/2);
+* final: the ordinary residual blocks. The last block of every stage adds the mid shortcut (and in
+  stage 3 the root shortcut) to its own sum.
+
+``ror3`` is RoR-3 on the original (post-activation) ResNet: stem conv3x3 16-BN-ReLU; blocks
+conv-BN-ReLU-conv-BN + shortcut (1x1 conv + BN at a transition), ReLU after the add (the last block of
+a stage: after adding mid and root too); root and mid shortcuts are 1x1 conv + BN; depth L has
+(L - 8) / 6 blocks per stage (``ror3_56``, ``ror3_110``, ``ror3_164``).
+``ror3_wrn`` is Pre-RoR-3 on wide ResNets (RoR-3-WRN-d-k): bare stem conv3x3 16, pre-activation basic
+blocks (as ``wrn``), bare 1x1 conv shortcuts, no ReLU after adds, BN-ReLU before the pool; depth d has
+(d - 4) / 6 blocks per stage (``ror3_wrn40_2``, ``ror3_wrn40_4``, ``ror3_wrn58_4``; k = 1 is Pre-RoR-3).
+
+Stochastic depth (``stochastic_depth`` = p, the drop probability of the last block; 0 = off, the paper's
+"+SD" uses 0.5) acts on the final-level residual branches only, shortcuts of every level stay:
+block i of L (in order through the net) survives with probability 1 - p * i / (L - 1), from 1.0 for the
+first to 1 - p for the last; in training a dropped block passes only its shortcut terms, at inference
+its residual is scaled by its survival probability. The gates are made by ``F.Dropout`` on ones (see
+:mod:`gluonfuse.models.blocks`), so they are drawn afresh on every training pass of a hybridized net
+and are exact constants at inference and in the exported graph (no random operators).
+``RoRNet(spec, return_gates=True)`` also returns the gates used by the pass (tests, analysis).
+
+Deviations: none in structure or parameter count (SPEC 3's anchors are checked by the tests). The
+paper prints 13.3M for RoR-3-WRN58-4; the layout counts 13,645,530 (SPEC 3). Where a pre-activation
+block projects, its shortcut takes the pre-activated input as in WRN (the count is the same either
+way). Survival falls linearly from exactly 1.0 at the first block (Huang et al. start at 1 - p / L).
+"""
+import dataclasses
+
+from mxnet.gluon import nn
+
+from gluonfuse.models.blocks import BNReLU, ClassifierHead, ConvUnit, PreActBlock, conv3x3, live_ones
+from gluonfuse.models.blocks import projection, scale, survival_gate
+from gluonfuse.models.fusion import ResidualBlock
+from gluonfuse.models.registry import register_family, register_preset
+from gluonfuse.models.rules import check_positive_int, check_rate, depth_from_rule
+
+# depth = 6n + OFFSET: the post-activation count adds stem, Dense and the root + mid shortcut convs
+DEPTH_OFFSET = {"ror3": 8, "ror3_wrn": 4}
+
+
+@dataclasses.dataclass(frozen=True)
+class RoRSpec:
+    """RoR-3: ``network`` 'ror3' (post-activation, widen 1) or 'ror3_wrn' (pre-activation, widen k)."""
+
+    network: str
+    depth: int = 56
+    widen_factor: int = 1
+    stochastic_depth: float = 0.0  # drop probability of the last final-level block; 0.5 for "+SD"
+    classes: int = 10
+
+    input_shape = (3, 32, 32)
+
+    def __post_init__(self):
+        if self.network not in DEPTH_OFFSET:
+            raise ValueError(f"unknown RoR network {self.network!r}; known: {', '.join(DEPTH_OFFSET)}")
+        depth_from_rule(self.network, self.depth, 6, DEPTH_OFFSET[self.network])
+        check_positive_int("widen_factor", self.widen_factor)
+        if self.network == "ror3" and self.widen_factor != 1:
+            raise ValueError("ror3 is the post-activation RoR of the original ResNet (widen_factor 1); "
+                             f"for widen_factor {self.widen_factor} use ror3_wrn")
+        object.__setattr__(self, "stochastic_depth", check_rate("stochastic_depth", self.stochastic_depth))
+        check_positive_int("classes", self.classes)
+
+    @property
+    def preact(self):
+        return self.network == "ror3_wrn"
+
+    @property
+    def blocks(self):
+        return (self.depth - DEPTH_OFFSET[self.network]) // 6
+
+    @property
+    def widths(self):
+        return tuple(16 * self.widen_factor * 2 ** i for i in range(3))
+
+    @property
+    def name(self):
+        return f"ror3_d{self.depth}" if self.network == "ror3" else f"ror3_wrn_d{self.depth}_w{self.widen_factor}"
+
+    def survivals(self):
+        """Survival probability of every final-level block, in order through the net."""
+        total = 3 * self.blocks
+        return [1.0 - self.stochastic_depth * i / (total - 1) for i in range(total)]
+
+    def kwargs(self):
+        kw = {"depth": self.depth, "stochastic_depth": self.stochastic_depth, "classes": self.classes}
+        if self.network == "ror3_wrn":
+            kw["widen_factor"] = self.widen_factor
+        return kw
+
+    def describe(self):
+        return {"network": self.network, "blocks_per_stage": [self.blocks] * 3, "widths": list(self.widths),
+                "shortcut_levels": 3, "stochastic_depth": self.stochastic_depth,
+                "longest_path": 2 + 6 * self.blocks}
+
+
+class PostActBlock(ResidualBlock):
+    """The fusion papers' post-activation residual block, split into (shortcut, residual) for RoR."""
+
+    def parts(self, F, x):
+        return (self.short(x) if self.short is not None else x), self.two(x)
+
+
+def _shortcut(preact, kin, kout, stride, prefix):
+    """A level shortcut: 1x1 conv + BN (post-activation) or a bare 1x1 conv (pre-activation)."""
+    if preact:
+        return projection(kin, kout, stride, prefix=prefix)
+    return ConvUnit(kin, kout, 1, stride=stride, relu=False, prefix=prefix)
+
+
+class RoRStage(nn.HybridBlock):
+    """One stage: a mid-level shortcut ``mid_`` over blocks ``b0_`` .. ``b{n-1}_``.
+
+    ``survivals`` has one survival probability per block (1.0: never dropped, no gate built).
+    """
+
+    def __init__(self, kin, kout, stride, survivals, preact, **kwargs):
+        super().__init__(**kwargs)
+        self.preact = preact
+        self.survivals = list(survivals)
+        with self.name_scope():
+            self.mid = _shortcut(preact, kin, kout, stride, "mid_")
+            for j in range(len(self.survivals)):
+                if preact:
+                    block = PreActBlock(kin, kout, stride if j == 0 else 1, prefix=f"b{j}_")
+                else:
+                    # the post-activation block strides (and projects) exactly when the width changes
+                    block = PostActBlock(kin, kout, prefix=f"b{j}_")
+                setattr(self, f"b{j}", block)
+                kin = kout
+
+    def run(self, F, x, *root):
+        """The stage's output and the stochastic-depth gates it drew; ``root`` is added at the end."""
+        mid = self.mid(x)
+        gates = []
+        last = len(self.survivals) - 1
+        for j, survival in enumerate(self.survivals):
+            short, residual = getattr(self, f"b{j}").parts(F, x)
+            if survival < 1:
+                gate = survival_gate(F, live_ones(F, x), survival)
+                residual = scale(F, residual, gate)
+                gates.append(gate)
+            y = short + residual
+            if j == last:
+                y = F.add_n(y, mid, *root)
+            x = y if self.preact else F.relu(y)
+        return x, gates
+
+    def hybrid_forward(self, F, x, *root):
+        return self.run(F, x, *root)[0]
+
+
+class RoRNet(nn.HybridBlock):
+    """RoR-3: stem -> stages g1, g2, g3 with mid shortcuts -> + root shortcut -> head.
+
+    ``return_gates=True`` returns ``(logits, gates)``, the stochastic-depth gates of the pass in
+    :meth:`RoRSpec.survivals` order (blocks with survival 1.0 have none; see :meth:`gated_blocks`).
+    """
+
+    def __init__(self, spec, return_gates=False, **kwargs):
+        kwargs.setdefault("prefix", f"{spec.network}_")
+        super().__init__(**kwargs)
+        self.spec = spec
+        self.return_gates = return_gates
+        survivals = spec.survivals()
+        n = spec.blocks
+        with self.name_scope():
+            if spec.preact:
+                self.stem = conv3x3(3, 16, 1, prefix="stem_conv_")
+            else:
+                self.stem = ConvUnit(3, 16, 3, prefix="stem_")
+            self.root = _shortcut(spec.preact, 16, spec.widths[2], 4, "root_")
+            kin = 16
+            for s, kout in enumerate(spec.widths):
+                stage = RoRStage(kin, kout, 1 if s == 0 else 2, survivals[s * n:(s + 1) * n], spec.preact,
+                                 prefix=f"g{s + 1}_")
+                setattr(self, f"g{s + 1}", stage)
+                kin = kout
+            self.post = BNReLU(kin, prefix="post_") if spec.preact else None
+            self.head = ClassifierHead(kin, spec.classes, prefix="head_")
+
+    def gated_blocks(self):
+        """``[(stage, block, survival), ...]`` for the gates :meth:`hybrid_forward` returns."""
+        n = self.spec.blocks
+        return [(i // n + 1, i % n, p) for i, p in enumerate(self.spec.survivals()) if p < 1]
+
+    def hybrid_forward(self, F, x):
+        x = self.stem(x)
+        root = self.root(x)
+        gates = []
+        for stage, extra in ((self.g1, ()), (self.g2, ()), (self.g3, (root,))):
+            x, stage_gates = stage.run(F, x, *extra)
+            gates += stage_gates
+        if self.post is not None:
+            x = self.post(x)
+        out = self.head(x)
+        if self.return_gates and gates:
+            return out, F.concat(*gates, dim=0)
+        return out
+
+
+register_family("ror3", RoRSpec, RoRNet, "RoR-3 on the post-activation ResNet (depth 6n+8)",
+                anchors=[({"depth": 56}, 762_746), ({"depth": 110}, 1_637_690), ({"depth": 164}, 2_512_634)],
+                network="ror3")
+register_family("ror3_wrn", RoRSpec, RoRNet, "Pre-RoR-3 on wide ResNets, RoR-3-WRN-d-k (depth 6N+4)",
+                anchors=[({"depth": 40, "widen_factor": 2}, 2_256_346),
+                         ({"depth": 58, "widen_factor": 4}, 13_645_530)],
+                network="ror3_wrn", depth=40, widen_factor=2)  # defaults: RoR-3-WRN40-2
+
+register_preset("ror3_56", "ror3", "RoR-3-56 (8 blocks per stage)", depth=56, anchors={10: 762_746})
+register_preset("ror3_110", "ror3", "RoR-3-110 (17 blocks per stage)", depth=110, anchors={10: 1_637_690})
+register_preset("ror3_164", "ror3", "RoR-3-164 (26 blocks per stage)", depth=164, anchors={10: 2_512_634})
+register_preset("ror3_wrn40_2", "ror3_wrn", "RoR-3-WRN40-2", depth=40, widen_factor=2,
+                anchors={10: 2_256_346})
+# SPEC states no count for RoR-3-WRN40-4; notes/README-families.md gives the computed one
+register_preset("ror3_wrn40_4", "ror3_wrn", "RoR-3-WRN40-4", depth=40, widen_factor=4)
+register_preset("ror3_wrn58_4", "ror3_wrn", "RoR-3-WRN58-4 (13.6M; the paper prints 13.3M)", depth=58,
+                widen_factor=4, anchors={10: 13_645_530})

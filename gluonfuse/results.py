@@ -1,0 +1,392 @@
+"""Compare repeated runs: final errors as median (mean ± std, best), and test-error curves.
+
+Reads run directories written by ``gluonfuse train`` (``config.json``, ``metrics.csv``,
+``status.json``; see the run-directory contract), without mxnet. The statistics follow the authors'
+``get_results.py`` (zlmzju/fusenet), so figures compare with the papers' tables:
+
+* the *median run* is the run whose final test error is the median; with an even number of runs it
+  is the worse of the two middle runs (the authors sort by accuracy and take index ``(n - 1) // 2``),
+  so the median is always an error some run really reached;
+* the training-error median is that same run's training error, so both columns describe one run;
+* mean ± std over all runs, with the population std (``numpy.std``, as the authors), and best = the
+  lowest final error of any run. Errors are shown in percent.
+
+Unfinished, failed or corrupt runs are not silently dropped: :func:`scan_runs` returns them with the
+reason, and the CLI lists them. :func:`read_run` is the file reader ``gluonfuse analyze`` shares.
+"""
+import contextlib
+import csv
+import dataclasses
+import math
+import os
+
+from gluonfuse.errors import DataError, did_you_mean
+
+RUN_FILES = ("config.json", "metrics.csv", "status.json")
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_error", "train_top5_error", "test_loss",
+                  "test_error", "test_top5_error", "images_per_sec", "seconds")
+REQUIRED_COLUMNS = ("epoch", "train_error", "test_error")
+ERROR_COLUMNS = ("train_error", "train_top5_error", "test_error", "test_top5_error")
+# --by names -> where they live in config.json; any other config or model_kwargs key works too
+GROUP_KEYS = {"network": ("network",), "depth": ("model_kwargs", "depth"),
+              "widen": ("model_kwargs", "widen_factor"), "dataset": ("dataset",)}
+DEFAULT_BY = ("network", "depth", "widen", "dataset")
+FORMATS = ("table", "csv", "markdown")
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
+@dataclasses.dataclass
+class Run:
+    """One run directory's files, read and checked."""
+
+    path: str
+    config: dict
+    metrics: list  # one dict per finished epoch: column -> float (None for an empty cell)
+    status: dict
+
+    @property
+    def state(self):
+        return self.status.get("state")
+
+    @property
+    def final(self):
+        return self.metrics[-1]
+
+    def curve(self, column="test_error"):
+        return [row[column] for row in self.metrics]
+
+    def value(self, key):
+        """The value of grouping key ``key`` (``network``, ``depth``, ... or any config key)."""
+        if key in GROUP_KEYS:
+            where = GROUP_KEYS[key]
+        elif key in self.config:
+            where = (key,)
+        else:
+            where = ("model_kwargs", key)
+        value = self.config
+        for part in where:
+            value = value.get(part) if isinstance(value, dict) else None
+        return tuple(value) if isinstance(value, list) else value
+
+
+def _read_metrics(path):
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise DataError(f"{path} is empty (expected the header {','.join(METRIC_COLUMNS)})")
+            header = [h.strip() for h in header]
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                raise DataError(f"{path} line 1: the header lacks {', '.join(missing)} "
+                                f"(expected {','.join(METRIC_COLUMNS)})")
+            rows = []
+            for line, cells in enumerate(reader, start=2):
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise DataError(f"{path} line {line}: {len(cells)} fields, the header has {len(header)}")
+                row = _metric_row(path, line, dict(zip(header, cells)))
+                if rows and row["epoch"] <= rows[-1]["epoch"]:
+                    raise DataError(f"{path} line {line}: epoch {row['epoch']:g} does not follow "
+                                    f"epoch {rows[-1]['epoch']:g}")
+                rows.append(row)
+    except FileNotFoundError:
+        raise DataError(f"metrics file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if not rows:
+        raise DataError(f"{path} has no epochs (only a header)")
+    return rows
+
+
+def _metric_row(path, line, cells):
+    row = {}
+    for name, text in cells.items():
+        text = text.strip()
+        if text == "" and name not in REQUIRED_COLUMNS:
+            row[name] = None
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            raise DataError(f"{path} line {line}: {name} is {text!r}, not a number") from None
+        if name in REQUIRED_COLUMNS and not math.isfinite(value):
+            raise DataError(f"{path} line {line}: {name} is {text}")
+        if name in ERROR_COLUMNS and math.isfinite(value) and not 0 <= value <= 1:
+            raise DataError(f"{path} line {line}: {name} is {value:g}; errors are fractions in [0, 1]")
+        row[name] = value
+    return row
+
+
+def read_run(path):
+    """Read run directory ``path``; a missing or malformed file is a :class:`DataError` naming it."""
+    from gluonfuse.io import read_json
+
+    config = read_json(os.path.join(path, "config.json"), "run configuration")
+    status = read_json(os.path.join(path, "status.json"), "run status")
+    for name, obj in (("config.json", config), ("status.json", status)):
+        if not isinstance(obj, dict):
+            raise DataError(f"{os.path.join(path, name)} is not a JSON object")
+    if "network" not in config:
+        raise DataError(f"{os.path.join(path, 'config.json')} has no 'network'")
+    metrics = _read_metrics(os.path.join(path, "metrics.csv"))
+    return Run(path, config, metrics, status)
+
+
+def find_run_dirs(root):
+    """Directories under ``root`` (itself included) holding any run file; runs are not descended."""
+    if not os.path.isdir(root):
+        raise DataError(f"runs directory not found: {root}")
+    found = []
+    for current, dirs, files in os.walk(root):
+        if any(f in files for f in RUN_FILES):
+            found.append(current)
+            dirs[:] = []
+        else:
+            dirs.sort()
+    return sorted(found)
+
+
+def _unfinished_reason(run):
+    state, status = run.state, run.status
+    if state == "finished":
+        epochs = status.get("epochs")
+        if isinstance(epochs, int) and len(run.metrics) != epochs:
+            return (f"corrupt: status.json says {epochs} epochs but metrics.csv has "
+                    f"{len(run.metrics)} rows")
+        return None
+    if state == "running":
+        return f"unfinished (running, epoch {status.get('epoch', '?')} of {status.get('epochs', '?')})"
+    if state == "failed":
+        message = status.get("message")
+        return "failed" + (f": {message}" if message else "")
+    return f"corrupt: status.json has state {state!r} (expected running, finished or failed)"
+
+
+def scan_runs(root):
+    """``(finished runs, skipped)`` under ``root``; ``skipped`` lists ``(path, reason)``.
+
+    Raises :class:`DataError` when ``root`` holds no run directory at all.
+    """
+    paths = find_run_dirs(root)
+    if not paths:
+        raise DataError(f"no run directories under {root} (a run directory holds "
+                        + ", ".join(RUN_FILES) + ", as 'gluonfuse train' writes them)")
+    finished, skipped = [], []
+    for path in paths:
+        if not os.path.exists(os.path.join(path, "status.json")):
+            skipped.append((path, "unfinished (no status.json yet)"))
+            continue
+        try:
+            run = read_run(path)
+        except DataError as exc:
+            skipped.append((path, f"corrupt: {exc}"))
+            continue
+        reason = _unfinished_reason(run)
+        if reason:
+            skipped.append((path, reason))
+        else:
+            finished.append(run)
+    return finished, skipped
+
+
+# ---------------------------------------------------------------- statistics
+
+@dataclasses.dataclass
+class Stats:
+    median: float
+    mean: float
+    std: float
+    best: float
+
+    def text(self, scale=100.0, digits=2):
+        f = f"{{:.{digits}f}}"
+        return (f"{f.format(self.median * scale)} ({f.format(self.mean * scale)} ± "
+                f"{f.format(self.std * scale)}, {f.format(self.best * scale)})")
+
+
+@dataclasses.dataclass
+class Group:
+    key: tuple
+    runs: list
+    median_run: Run
+    test: Stats
+    train: Stats
+
+    @property
+    def epochs(self):
+        return sorted({len(r.metrics) for r in self.runs})
+
+
+def median_index(errors):
+    """Index of the median run: the authors' rule (worse of the two middle runs when n is even)."""
+    order = sorted(range(len(errors)), key=lambda i: (-errors[i], i))
+    return order[(len(errors) - 1) // 2]
+
+
+def stats(values, median_at):
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / n)
+    return Stats(values[median_at], mean, std, min(values))
+
+
+def check_by(by, runs=()):
+    """Validate grouping keys: the standard four or any key of the runs' configurations."""
+    if isinstance(by, str):
+        by = [b.strip() for b in by.split(",") if b.strip()]
+    by = list(by)
+    known = set(GROUP_KEYS)
+    for run in runs:
+        known.update(run.config)
+        known.update(run.config.get("model_kwargs") or {})
+    for key in by:
+        if key not in known:
+            raise ValueError(f"cannot group by {key!r}.{did_you_mean(key, known)} Keys: "
+                             + ", ".join(sorted(known)))
+    if len(set(by)) != len(by):
+        raise ValueError(f"--by names a key twice: {','.join(by)}")
+    return by
+
+
+def _sort_key(key):
+    return tuple((0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+                 for v in key)
+
+
+def group_runs(runs, by=DEFAULT_BY):
+    """Summaries of ``runs`` grouped by the keys ``by``, in sorted key order."""
+    by = check_by(by, runs)
+    groups = {}
+    for run in runs:
+        groups.setdefault(tuple(run.value(k) for k in by), []).append(run)
+    out = []
+    for key in sorted(groups, key=_sort_key):
+        members = sorted(groups[key], key=lambda r: r.path)
+        test = [r.final["test_error"] for r in members]
+        train = [r.final["train_error"] for r in members]
+        m = median_index(test)
+        out.append(Group(key, members, members[m], stats(test, m), stats(train, m)))
+    return out
+
+
+# ---------------------------------------------------------------- output
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def format_groups(groups, by, fmt="table"):
+    """The groups as an aligned text table, CSV (numbers in percent) or a Markdown table."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    by = check_by(by)
+    if fmt == "csv":
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        stat_cols = [f"{which}_error_pct_{s}" for which in ("test", "train")
+                     for s in ("median", "mean", "std", "best")]
+        writer.writerow(list(by) + ["runs", "epochs"] + stat_cols + ["median_run"])
+        for g in groups:
+            values = [getattr(st, s) * 100 for st in (g.test, g.train) for s in ("median", "mean", "std", "best")]
+            writer.writerow([_cell(v) for v in g.key] + [len(g.runs), "/".join(map(str, g.epochs))]
+                            + [f"{v:.4f}" for v in values] + [g.median_run.path])
+        return buf.getvalue()
+    header = list(by) + ["runs", "epochs", "test error % median (mean ± std, best)",
+                         "train error % median (mean ± std, best)"]
+    rows = [[_cell(v) for v in g.key] + [str(len(g.runs)), "/".join(map(str, g.epochs)), g.test.text(),
+                                        g.train.text()] for g in groups]
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + rows]
+    return "\n".join(lines) + "\n"
+
+
+def format_skipped(skipped):
+    if not skipped:
+        return ""
+    lines = [f"Skipped {len(skipped)} run director{'y' if len(skipped) == 1 else 'ies'}:"]
+    lines += [f"  {path}: {reason}" for path, reason in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def group_label(group, by):
+    parts = []
+    for k, v in zip(by, group.key):
+        if k == "depth":
+            parts.append(f"d{_cell(v)}")
+        elif k == "widen":
+            parts.append(f"w{_cell(v)}")
+        else:
+            parts.append(_cell(v) if k in ("network", "dataset") else f"{k}={_cell(v)}")
+    return " ".join(parts) + f" (n={len(group.runs)})"
+
+
+def plot_format(out):
+    """The picture format of plot file ``out`` (its suffix); ValueError for others."""
+    ext = os.path.splitext(out)[1][1:].lower()
+    if ext not in PLOT_FORMATS:
+        raise ValueError(f"cannot plot to {out!r}: choose a file ending in "
+                         + ", ".join("." + f for f in PLOT_FORMATS))
+    return ext
+
+
+@contextlib.contextmanager
+def saved_figure(out, **subplots):
+    """``(fig, axes)`` of a headless matplotlib figure, saved to ``out`` (format from its suffix) when
+    the block ends without an error; written atomically, and the figure is always closed."""
+    ext = plot_format(out)
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never a window
+    import matplotlib.pyplot as plt
+
+    from gluonfuse.io import atomic_path
+
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format=ext, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def plot_groups(groups, by, out):
+    """Test error (%) per epoch for each group: the median run's curve, a band from min to max."""
+    by = check_by(by)
+    with saved_figure(out, figsize=(8, 5)) as (fig, ax):
+        import matplotlib.ticker
+
+        for g in groups:
+            curves = [[100 * e for e in r.curve()] for r in g.runs]
+            longest = max(len(c) for c in curves)
+            lo = [min(c[i] for c in curves if i < len(c)) for i in range(longest)]
+            hi = [max(c[i] for c in curves if i < len(c)) for i in range(longest)]
+            median = [100 * e for e in g.median_run.curve()]
+            label = f"{group_label(g, by)}: {100 * g.test.median:.2f} %"
+            line, = ax.plot(range(1, len(median) + 1), median, label=label, linewidth=1.2)
+            if len(g.runs) > 1:
+                ax.fill_between(range(1, longest + 1), lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        # a log scale keeps the last epochs, where runs differ by tenths of a percent, readable
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test error (%, log scale)")
+        ax.set_title("test error per epoch: median run, band from best to worst run")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return out

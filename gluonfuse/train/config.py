@@ -1,0 +1,253 @@
+"""Training configuration: the recipes of SPEC 1.6 and 2-4, per-dataset defaults, and one resolved config.
+
+A *recipe* is a row of data (optimizer, lr, schedule, epochs, batch, weight decay, augmentation); the
+default, ``fusion``, is the authors' CIFAR/SVHN recipe of the deeply-fused nets (zlmzju/fusenet
+``train_model.py``): NAG, momentum 0.9, weight decay 1e-4 on every parameter, lr 0.1 divided by 10 at
+1/2, 3/4 and 7/8 of the epochs, batch 64, 400 epochs. The other families' recipes (``--recipe``) come
+from SPEC 2-4. Every value can be overridden; :func:`resolve_config` merges recipe, dataset defaults
+and the user's overrides into one :class:`TrainConfig`, which is what ``config.json`` stores.
+
+``batch_size`` is the *global* batch: it is split across the devices (64 on ``--gpus 0,1`` is 32 per
+GPU), so the recipe means the same on any number of devices.
+"""
+import dataclasses
+import os
+from typing import Dict, List, Optional, Tuple
+
+from gluonfuse.errors import did_you_mean
+from gluonfuse.train.schedule import steps_from_fractions
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One family's published training recipe.
+
+    ``lr_steps`` are fractions of the epochs (so a shortened run keeps the schedule's shape);
+    at ``epochs`` they give the published epochs exactly.
+    """
+
+    name: str
+    source: str
+    optimizer: str
+    lr: float
+    lr_factor: float
+    lr_steps: Tuple[str, ...]
+    epochs: int
+    batch_size: int
+    wd: float
+    momentum: float = 0.9
+    aug_type: int = 1
+    # model arguments the recipe implies (only applied when the network accepts them)
+    model_defaults: Tuple[Tuple[str, object], ...] = ()
+
+    def steps(self, epochs):
+        return steps_from_fractions(self.lr_steps, epochs)
+
+
+RECIPES: Dict[str, Recipe] = {r.name: r for r in [
+    Recipe("fusion", "SPEC 1.6, zlmzju/fusenet train_model.py", "nag", 0.1, 0.1, ("1/2", "3/4", "7/8"),
+           400, 64, 1e-4),
+    # SPEC 2 names no weight decay for FractalNet; lr / 10 each time the remaining epochs halve
+    Recipe("fractal", "SPEC 2, Larsson et al. 2017", "sgd", 0.02, 0.1, ("1/2", "3/4", "7/8", "15/16"),
+           400, 100, 0.0),
+    Recipe("ror", "SPEC 3, Zhang et al. 2016", "sgd", 0.1, 0.1, ("1/2", "3/4"), 500, 128, 1e-4),
+    Recipe("preact", "SPEC 4, He et al. 2016 (epochs 81, 122 of 164)", "nag", 0.1, 0.1,
+           ("81/164", "122/164"), 164, 128, 1e-4),
+    Recipe("wrn", "SPEC 4, Zagoruyko & Komodakis 2016", "nag", 0.1, 0.2, ("60/200", "120/200", "160/200"),
+           200, 128, 5e-4),
+    Recipe("wrn_svhn", "SPEC 4, WRN on SVHN", "nag", 0.01, 0.1, ("80/160", "120/160"), 160, 128, 5e-4,
+           aug_type=0, model_defaults=(("dropout", 0.4),)),
+]}
+DEFAULT_RECIPE = "fusion"
+
+# Per-dataset departures from a recipe. SVHN: no augmentation (all recipes), 40 epochs for the
+# fusion recipe (SPEC 1.6). Digits must not be mirrored; the embedded `digits` set is a demo, so
+# it defaults to a run of seconds rather than the 400 epochs of CIFAR.
+DATASET_DEFAULTS = {
+    "svhn": {"aug_type": 0},
+    ("svhn", "fusion"): {"epochs": 40},
+    "mnist": {"aug_type": 0},
+    "digits": {"aug_type": 0, "epochs": 10},
+}
+KNOWN_DATASETS = ("cifar10", "cifar100", "svhn", "mnist", "digits", "imagenet", "folder")
+OPTIMIZERS = ("nag", "sgd", "adam")
+AUG_TYPES = (0, 1, 2)
+# one machine: gradients aggregated on a device (device) or on the CPU (local); nccl for CUDA builds
+KVSTORES = ("device", "local", "nccl")
+
+
+def get_recipe(name):
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}.{did_you_mean(name, RECIPES)} "
+                         f"Known recipes: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run needs; saved as ``config.json`` and enough to rebuild the run."""
+
+    network: str
+    model_kwargs: dict
+    dataset: str
+    data_dir: str
+    recipe: str = DEFAULT_RECIPE
+    epochs: int = 400
+    batch_size: int = 64  # global: split across the devices
+    test_batch_size: int = 64
+    lr: float = 0.1
+    lr_factor: float = 0.1
+    lr_steps: List[int] = dataclasses.field(default_factory=list)
+    wd: float = 1e-4
+    momentum: float = 0.9
+    optimizer: str = "nag"
+    seed: int = 0
+    aug_type: int = 1
+    mean: List[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: List[float] = dataclasses.field(default_factory=lambda: [1.0, 1.0, 1.0])
+    input_shape: List[int] = dataclasses.field(default_factory=lambda: [3, 32, 32])
+    classes: int = 10
+    contexts: List[str] = dataclasses.field(default_factory=lambda: ["cpu(0)"])
+    kvstore: str = "device"
+    keep_checkpoints: int = 3
+    log_interval: int = 50
+    preprocess_threads: int = 2
+    out_dir: str = "runs"
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def validate(self):
+        def positive(name, value, kind=int):
+            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
+                    or value <= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive "
+                                 f"{'number' if kind is float else 'integer'}, got {value!r}")
+
+        positive("epochs", self.epochs)
+        positive("batch_size", self.batch_size)
+        positive("test_batch_size", self.test_batch_size)
+        positive("lr", self.lr, float)
+        positive("keep_checkpoints", self.keep_checkpoints)
+        positive("log_interval", self.log_interval)
+        if self.wd < 0:
+            raise ValueError(f"--wd must be >= 0, got {self.wd}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}.{did_you_mean(self.optimizer, OPTIMIZERS)}"
+                             f" Known: {', '.join(OPTIMIZERS)}")
+        if self.aug_type not in AUG_TYPES:
+            raise ValueError(f"--aug-type must be 0 (none), 1 (pad-crop-mirror) or 2 (scale, aspect, "
+                             f"colour, mirror, crop), got {self.aug_type!r}")
+        if self.kvstore not in KVSTORES:
+            hint = (" gluonfuse train runs on one machine; distributed kvstores are not supported yet."
+                    if str(self.kvstore).startswith("dist") else did_you_mean(self.kvstore, KVSTORES))
+            raise ValueError(f"unknown --kvstore {self.kvstore!r} (use {', '.join(KVSTORES)}).{hint}")
+        bad = [s for s in self.lr_steps if not isinstance(s, int) or s <= 0]
+        if bad or list(self.lr_steps) != sorted(set(self.lr_steps)):
+            raise ValueError(f"--lr-steps must be increasing positive epochs like 200,300,350, "
+                             f"got {','.join(map(str, self.lr_steps))}")
+        if self.batch_size < len(self.contexts):
+            raise ValueError(f"--batch-size {self.batch_size} is smaller than the {len(self.contexts)} devices "
+                             "it is split across (the batch size is global)")
+        return self
+
+
+def parse_steps(text):
+    """``"200,300,350"`` -> [200, 300, 350]; ValueError naming the bad part."""
+    if text is None:
+        return None
+    if isinstance(text, (list, tuple)):
+        return [int(s) for s in text]
+    try:
+        return [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--lr-steps takes comma-separated epochs like 200,300,350, got {text!r}") from None
+
+
+def recipe_defaults(recipe_name, dataset):
+    """The recipe's values with the dataset's departures applied (a plain dict)."""
+    r = get_recipe(recipe_name)
+    values = {"optimizer": r.optimizer, "lr": r.lr, "lr_factor": r.lr_factor, "epochs": r.epochs,
+              "batch_size": r.batch_size, "wd": r.wd, "momentum": r.momentum, "aug_type": r.aug_type}
+    values.update(DATASET_DEFAULTS.get(dataset, {}))
+    values.update(DATASET_DEFAULTS.get((dataset, recipe_name), {}))
+    return values
+
+
+def resolve_config(network, dataset, data_dir=None, recipe=None, model_kwargs=None,
+                   overrides: Optional[dict] = None, contexts=("cpu(0)",)):
+    """Merge recipe, dataset defaults and ``overrides`` (None values ignored) into a TrainConfig.
+
+    Needs no data: the dataset-dependent values (classes, mean/std, input shape) are filled in by
+    :func:`gluonfuse.train.loop.prepare` once the dataset directory is read.
+    """
+    recipe = recipe or DEFAULT_RECIPE
+    r = get_recipe(recipe)
+    values = recipe_defaults(recipe, dataset)
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    steps = parse_steps(overrides.pop("lr_steps", None))
+    values.update(overrides)
+    if steps is None:
+        steps = r.steps(values["epochs"])
+    values.setdefault("test_batch_size", values["batch_size"])
+    if values.get("seed") is None:
+        # like the authors' time-based seed, repeated runs differ; the drawn seed is saved in
+        # config.json, so --resume reproduces the run
+        values["seed"] = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
+    cfg = TrainConfig(network=network, model_kwargs=dict(model_kwargs or {}), dataset=dataset,
+                      data_dir=data_dir or f"data/{dataset}", recipe=recipe, lr_steps=steps,
+                      contexts=list(contexts), **values)
+    return cfg.validate()
+
+
+def device_names(gpus=None, cpus=None):
+    """``--gpus 0,1`` -> ['gpu(0)', 'gpu(1)']; ``--cpus N`` -> ['cpu(0)', ..., 'cpu(N-1)'].
+
+    N CPU contexts share the same cores; they exist to run the multi-device path (batch split,
+    kvstore aggregation) without GPUs. Default: one CPU context.
+    """
+    if gpus not in (None, "") and cpus not in (None, 0):
+        raise ValueError("give either --gpus or --cpus, not both")
+    if gpus not in (None, ""):
+        try:
+            ids = [int(g) for g in str(gpus).split(",") if g.strip()]
+        except ValueError:
+            raise ValueError(f"--gpus takes comma-separated GPU numbers like 0,1, got {gpus!r}") from None
+        if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
+            raise ValueError(f"--gpus takes distinct GPU numbers like 0,1, got {gpus!r}")
+        return [f"gpu({i})" for i in ids]
+    n = 1 if cpus in (None, 0) else cpus
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"--cpus must be a positive number of CPU contexts, got {cpus!r}")
+    return [f"cpu({i})" for i in range(n)]
+
+
+def make_contexts(names):
+    """MXNet contexts for ``names``; a clear ValueError when GPUs are asked of a CPU-only build."""
+    import mxnet as mx
+
+    contexts = []
+    for name in names:
+        kind, _, rest = name.partition("(")
+        index = int(rest.rstrip(")") or 0)
+        if kind == "gpu":
+            available = mx.context.num_gpus()
+            if available == 0:
+                raise ValueError(f"--gpus asks for {name} but this mxnet build sees no GPU (a CPU-only "
+                                 "build or no visible device); use --cpus N to run on N CPU contexts")
+            if index >= available:
+                raise ValueError(f"--gpus asks for {name} but only {available} GPU(s) are visible "
+                                 f"(0..{available - 1})")
+            contexts.append(mx.gpu(index))
+        elif kind == "cpu":
+            contexts.append(mx.cpu(index))
+        else:
+            raise ValueError(f"unknown device {name!r}; expected cpu(N) or gpu(N)")
+    return contexts

@@ -1,0 +1,135 @@
+"""Exact evaluation on a ``.rec``: loss, top-1 and top-5 error over exactly the records in the file.
+
+Three entry points share one loop (:func:`evaluate`): the trainer's per-epoch test pass, a run
+directory (:func:`evaluate_run`) and an exported symbol + params pair (:func:`evaluate_exported`).
+The padded tail of the last batch is never counted (see :mod:`gluonfuse.train.metrics`).
+"""
+import os
+
+from gluonfuse.errors import DataError
+from gluonfuse.train.metrics import Meter, as_outputs, sample_stats
+
+
+def split(batch, contexts):
+    """Data and label of ``batch`` split over ``contexts`` (uneven splits allowed, SPEC 5)."""
+    from mxnet import gluon
+
+    data = gluon.utils.split_and_load(batch.data[0], contexts, even_split=False)
+    label = gluon.utils.split_and_load(batch.label[0], contexts, even_split=False)
+    return data, label
+
+
+def member_names(net, outputs=1):
+    names = getattr(net, "MEMBERS", None)
+    return list(names) if names and len(names) == outputs else [f"out{i}" for i in range(outputs)]
+
+
+def evaluate(net, data_iter, contexts, classes, expected=None, source="data"):
+    """Run ``net`` (predict mode) over one pass of ``data_iter``; returns Meter.result().
+
+    ``expected``: the number of records the pass must count (DataError otherwise).
+    """
+    meter = None
+    for batch in data_iter:
+        valid = batch.data[0].shape[0] - batch.pad
+        data, label = split(batch, contexts)
+        outs = [as_outputs(net(x)) for x in data]
+        if meter is None:
+            meter = Meter(classes, len(outs[0]), member_names(net, len(outs[0])))
+        meter.add([sample_stats(o, y) for o, y in zip(outs, label)], valid)
+        meter.flush(keep_last=1)
+    if meter is None:
+        raise DataError(f"{source}: no records to evaluate")
+    result = meter.result()
+    if expected is not None and result["count"] != expected:
+        raise DataError(f"{source}: evaluated {result['count']} records, expected {expected}")
+    return result
+
+
+def has_columns(net):
+    """True for a full FractalNet (one whose single columns can be evaluated)."""
+    spec = getattr(net, "spec", None)
+    return hasattr(net, "column_net") and getattr(spec, "columns", None) and getattr(spec, "column", None) is None
+
+
+def column_view(net, column):
+    """FractalNet column ``column`` alone (1 = shallowest), sharing ``net``'s parameters, hybridized.
+
+    Uses FractalNet's ``column_net(c)`` (gluonfuse.models.fractal); ``--column`` and the trainer's
+    deepest-column evaluation go through here only.
+    """
+    if not has_columns(net):
+        name = getattr(getattr(net, "spec", None), "name", type(net).__name__)
+        raise ValueError(f"--column needs a FractalNet; {name} has no columns")
+    columns = net.spec.columns
+    if not 1 <= column <= columns:
+        raise ValueError(f"--column must be between 1 and {columns} for this FractalNet, got {column}")
+    view = net.column_net(column)
+    view.hybridize(static_alloc=True, static_shape=True)
+    return view
+
+
+def evaluate_run(run_dir, which="best", data=None, contexts=None, column=None, batch_size=None,
+                 threads=2):
+    """Evaluate a run's ``which`` weights on ``data`` (default: the run's test.rec)."""
+    import mxnet as mx
+
+    from gluonfuse.train.data import count_records, record_iter
+    from gluonfuse.train.rundir import load_run
+
+    run = load_run(run_dir)
+    cfg = run.config
+    contexts = contexts or [mx.cpu()]
+    net = run.build_network(which, ctx=contexts)
+    net.hybridize(static_alloc=True, static_shape=True)
+    if column is not None:
+        net = column_view(net, column)
+    data = data or os.path.join(cfg["data_dir"], "test.rec")
+    it = record_iter(data, batch_size or cfg["test_batch_size"], cfg["input_shape"], cfg["mean"], cfg["std"],
+                     threads=threads, stored_size=_stored_size(run.dataset_meta))
+    result = evaluate(net, it, contexts, cfg["classes"], expected=count_records(data), source=data)
+    result.update(data=data, which=which, run=run_dir)
+    return result
+
+
+def _stored_size(meta):
+    shape = (meta or {}).get("image_shape")
+    return min(shape[1:]) if shape else None
+
+
+def evaluate_exported(symbol_file, params_file, data, mean=None, std=None, classes=None, input_shape=None,
+                      contexts=None, batch_size=64, threads=2):
+    """Evaluate an exported symbol + params on ``data`` (a .rec).
+
+    Normalisation: the arguments, else the export's ``-meta.json`` (gluonfuse runs record it there),
+    else the dataset's ``meta.json`` beside the ``.rec`` (and the dataset presets). Classes and input
+    shape from the export's metadata when present.
+    """
+    import mxnet as mx
+
+    from gluonfuse.export import load_exported
+    from gluonfuse.io import read_json
+    from gluonfuse.train.data import count_records, normalisation, read_dataset_meta, record_iter
+
+    contexts = contexts or [mx.cpu()]
+    data_dir = os.path.dirname(os.path.abspath(data))
+    meta = read_dataset_meta(data_dir) if os.path.isfile(os.path.join(data_dir, "meta.json")) else None
+    export_meta_path = symbol_file.replace("-symbol.json", "-meta.json")
+    export_meta = read_json(export_meta_path, "export metadata") if os.path.isfile(export_meta_path) else {}
+    if (mean is None or std is None) and "mean" in export_meta and "std" in export_meta:
+        mean, std = export_meta["mean"], export_meta["std"]  # the trainer records them in the export
+    if mean is None or std is None:
+        if meta is None:
+            raise ValueError(f"no meta.json beside {data}: give --mean and --std (0..255 scale, RGB)")
+        mean, std = normalisation(meta.get("name", ""), meta, os.path.join(data_dir, "meta.json"))
+    classes = classes or export_meta.get("classes") or (meta or {}).get("num_classes")
+    if isinstance(classes, list):
+        classes = len(classes)
+    if not classes:
+        raise ValueError("cannot tell the number of classes: give --classes")
+    input_shape = input_shape or export_meta.get("input_shape") or (meta or {}).get("image_shape") or (3, 32, 32)
+    net = load_exported(symbol_file, params_file, contexts)
+    it = record_iter(data, batch_size, input_shape, mean, std, threads=threads, stored_size=_stored_size(meta))
+    result = evaluate(net, it, contexts, classes, expected=count_records(data), source=data)
+    result.update(data=data, symbol=symbol_file, params=params_file)
+    return result

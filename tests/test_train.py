@@ -1,0 +1,212 @@
+"""End to end: `gluonfuse train`, `eval` and `predict` on a tiny generated dataset, on 2 CPU contexts."""
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_gluonfuse
+from train_fixtures import *  # noqa: F401,F403 - fixtures
+from train_fixtures import only_run, train_args
+
+
+def _metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_the_run_directory(trained_run):
+    run_dir, proc = trained_run
+    assert os.path.basename(run_dir) == "cross_d14_w1_patterns_1"
+    for name in ("config.json", "dataset_meta.json", "metrics.csv", "log.txt", "status.json", "curves.png",
+                 "export/best-symbol.json", "export/best-0000.params", "export/best-meta.json",
+                 "export/last-symbol.json", "export/last-0000.params", "export/last-meta.json",
+                 "checkpoints/best.params", "checkpoints/epoch-0002.params", "checkpoints/epoch-0002.states"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert config["contexts"] == ["cpu(0)", "cpu(1)"]
+    assert config["model_kwargs"] == {"depth": 14, "widen_factor": 1, "classes": 10}
+    assert (config["optimizer"], config["momentum"], config["wd"], config["lr"]) == ("nag", 0.9, 1e-4, 0.1)
+    assert config["lr_steps"] == [1]  # 1/2, 3/4, 7/8 of 2 epochs collapse to epoch 1
+    rows = _metrics(run_dir)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert [float(r["lr"]) for r in rows] == [0.1, pytest.approx(0.01)]
+    for r in rows:
+        for key in ("train_error", "train_top5_error", "test_error", "test_top5_error"):
+            assert 0 <= float(r[key]) <= 1
+    # the stripe patterns are easy: two epochs must learn something (chance is 90% error)
+    assert float(rows[-1]["test_error"]) < 0.6
+    status = json.load(open(os.path.join(run_dir, "status.json")))
+    assert status["state"] == "finished" and status["epoch"] == 2 and status["epochs"] == 2
+    assert status["best_test_error"] == min(float(r["test_error"]) for r in rows)
+    log = open(os.path.join(run_dir, "log.txt")).read()
+    assert "Epoch[1] Validation-accuracy=" in log and "Epoch[1] Time cost=" in log
+    assert re.search(r"Epoch\[0\] Batch \[4\]\tSpeed: \d+\tloss: [\d.]+\([\d.]+\)\ttop1: [\d.]+\([\d.]+\)", log)
+    assert "Test error" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_eval_equals_the_trainers_last_test_numbers(cli, trained_run, pattern_data):
+    run_dir, _ = trained_run
+    last = _metrics(run_dir)[-1]
+    result = cli("eval", run_dir, "--which", "last", "--json")
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.output)
+    assert res["count"] == 50  # exactly the test set: 50 records in batches of 16 (last one padded)
+    assert res["error"] == pytest.approx(float(last["test_error"]), abs=1e-6)
+    assert res["top5_error"] == pytest.approx(float(last["test_top5_error"]), abs=1e-6)
+    assert res["loss"] == pytest.approx(float(last["test_loss"]), abs=1e-4)
+    # the exported symbol with plain MXNet gives the same numbers, here on 2 CPU contexts
+    export = os.path.join(run_dir, "export")
+    result = cli("eval", "--symbol", os.path.join(export, "last-symbol.json"), "--params",
+                 os.path.join(export, "last-0000.params"), "--data",
+                 os.path.join(pattern_data, "test.rec"), "--cpus", "2", "--batch-size", "7", "--json")
+    assert result.exit_code == 0, result.output
+    res2 = json.loads(result.output)
+    assert res2["count"] == 50
+    assert res2["error"] == pytest.approx(res["error"], abs=1e-6)
+    assert res2["loss"] == pytest.approx(res["loss"], abs=1e-4)
+    result = cli("eval", run_dir)
+    assert result.exit_code == 0 and "top-1 error" in result.output and "on 50 images" in result.output
+
+
+def test_predict_names_classes_on_any_image_size(cli, trained_run, tmp_path):
+    import cv2
+
+    from gluonfuse.train.synthetic import pattern
+
+    run_dir, _ = trained_run
+    rng = np.random.RandomState(5)
+    paths = []
+    for k, (size, ext) in enumerate([((80, 100), ".jpg"), ((32, 32), ".png"), ((17, 50), ".bmp")]):
+        img = cv2.resize(pattern(k, 10, 32, rng)[:, :, ::-1], size[::-1], interpolation=cv2.INTER_NEAREST)
+        paths.append(str(tmp_path / f"img{k}{ext}"))
+        cv2.imwrite(paths[-1], img)
+    gray = str(tmp_path / "gray.png")
+    cv2.imwrite(gray, np.full((40, 40), 128, np.uint8))
+    result = cli("predict", run_dir, *paths, gray, "--top-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.output)
+    assert [r["image"] for r in results] == paths + [gray]
+    for r in results:
+        assert len(r["top"]) == 3
+        assert all(name.startswith("class") for name, _ in r["top"])
+        probs = [p for _, p in r["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    result = cli("predict", run_dir, paths[0])
+    assert result.exit_code == 0 and result.output.startswith(paths[0] + ": class")
+    bad = tmp_path / "not_an_image.png"
+    bad.write_bytes(b"hello")
+    result = cli("predict", run_dir, str(bad))
+    assert result.exit_code == 1 and result.output.startswith("Error: ") and "OpenCV cannot read" in result.output
+
+
+def _signal_after_first_epoch(args, out, sig):
+    """Start ``gluonfuse ARGS``, send ``sig`` half a second after its first checkpoint; return the exit code."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "gluonfuse", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        marker = None
+        while time.time() < deadline and proc.poll() is None:
+            found = [os.path.join(r, "checkpoints", "epoch-0001.json") for r in
+                     (os.path.join(out, d) for d in os.listdir(out))] if os.path.isdir(out) else []
+            if found and os.path.isfile(found[0]):
+                marker = found[0]
+                break
+            time.sleep(0.05)
+        assert marker, "the first epoch never finished"
+        time.sleep(0.5)  # into the second epoch
+        os.kill(proc.pid, sig)
+    finally:
+        proc.wait()
+    return proc.returncode
+
+
+def test_resume_after_sigkill_mid_epoch_reproduces_the_uninterrupted_run(trained_run, pattern_data, tmp_path):
+    reference = _metrics(trained_run[0])
+    out = str(tmp_path / "runs")
+    assert _signal_after_first_epoch(train_args(pattern_data, out), out, signal.SIGKILL) == -signal.SIGKILL
+    run_dir = only_run(out)
+    assert json.load(open(os.path.join(run_dir, "status.json")))["state"] == "running"
+    resumed = run_gluonfuse("train", "--resume", run_dir, "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resumed" in resumed.stdout
+    rows = _metrics(run_dir)
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    # per-epoch reseeding: the resumed run sees the same data order, crops and updates
+    for got, want in zip(rows, reference):
+        for key in ("train_loss", "train_error", "test_loss", "test_error", "test_top5_error"):
+            assert float(got[key]) == pytest.approx(float(want[key]), abs=1e-4), key
+    assert json.load(open(os.path.join(run_dir, "status.json")))["state"] == "finished"
+    assert os.path.isfile(os.path.join(run_dir, "export", "last-symbol.json"))
+
+
+def test_sigterm_marks_the_run_failed(pattern_data, tmp_path):
+    out = str(tmp_path / "runs")
+    code = _signal_after_first_epoch(train_args(pattern_data, out, "--epochs", "30"), out, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM
+    status = json.load(open(os.path.join(only_run(out), "status.json")))
+    assert status["state"] == "failed" and status["message"] == "terminated by SIGTERM"
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--data-dir", "{missing}"], 1, "dataset directory not found"),
+    (["--classes", "5"], 2, "does not match the dataset"),
+    (["--depth", "3"], 2, "leaves a stage"),
+    (["--gpus", "0"], 2, "no GPU"),
+    (["--recipe", "fusoin"], 2, "Did you mean 'fusion'"),
+    (["--network", "crosss"], 2, "Did you mean 'cross'"),
+    (["--lr-steps", "3,1"], 2, "--lr-steps"),
+    (["--batch-size", "1"], 2, "smaller than the 2 devices"),
+    (["--kvstore", "devcie"], 2, "Did you mean 'device'"),
+])
+def test_bad_arguments_give_one_clear_line(cli, pattern_data, tmp_path, args, code, message):
+    missing = str(tmp_path / "nowhere")
+    args = [a.format(missing=missing) for a in args]
+    base = train_args(pattern_data, str(tmp_path / "runs"))
+    if "--gpus" in args:
+        i = base.index("--cpus")
+        del base[i:i + 2]
+    result = cli(*base, *args)
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.output
+    assert not os.path.exists(tmp_path / "runs") or not os.listdir(tmp_path / "runs")
+
+
+def test_eval_and_train_bad_arguments(cli, tmp_path, trained_run):
+    run_dir, _ = trained_run
+    result = cli("train", "--resume", run_dir, "--lr", "0.5")
+    assert result.exit_code == 2 and "only --epochs" in result.output and "lr" in result.output
+    result = cli("eval", run_dir, "--column", "2")
+    assert result.exit_code == 2 and "needs a FractalNet" in result.output
+    result = cli("eval", run_dir, "--which", "newest")
+    assert result.exit_code == 2 and "'best', 'last' or an epoch number" in result.output
+    result = cli("eval", str(tmp_path))
+    assert result.exit_code == 1 and "not a run directory" in result.output
+    result = cli("eval")
+    assert result.exit_code == 2 and "RUN_DIR" in result.output
+    result = cli("train", "--dataset", "cifar10")
+    assert result.exit_code == 2 and "--network" in result.output
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict"])
+def test_help(cli, command):
+    result = cli(command, "--help")
+    assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_the_cli_imports_no_mxnet_before_gluonfuse_sets_threads():
+    code = ("import os, sys; os.environ.pop('OMP_NUM_THREADS', None); import gluonfuse.cli; "
+            "import gluonfuse.cli.train; print('mxnet' in sys.modules, os.environ.get('OMP_NUM_THREADS'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")}
+    env["PYTHONPATH"] = REPO
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout.split()
+    assert out[0] == "False" and int(out[1]) >= 1
