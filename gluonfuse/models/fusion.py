@@ -21,7 +21,7 @@ import dataclasses
 
 from mxnet.gluon import nn
 
-from gluonfuse.models.blocks import Chain, ClassifierHead, ConvUnit
+from gluonfuse.models.blocks import Chain, ClassifierHead, ConvUnit, relu
 from gluonfuse.models.registry import register_family, register_preset
 from gluonfuse.models.rules import check_positive_int
 
@@ -159,7 +159,7 @@ class ResidualBlock(nn.HybridBlock):
 
     def hybrid_forward(self, F, x):
         short = self.short(x) if self.short is not None else x
-        return F.relu(short + self.two(x))
+        return relu(F, short + self.two(x))
 
 
 class InceptionLikeBlock(nn.HybridBlock):
@@ -177,7 +177,7 @@ class InceptionLikeBlock(nn.HybridBlock):
         y = self.two_a(x) + self.two_b(x)
         if self.identity:
             y = y + (self.short(x) if self.short is not None else x)
-        return F.relu(y)
+        return relu(F, y)
 
 
 class MergeRunBlock(nn.HybridBlock):
@@ -202,8 +202,8 @@ class MergeRunBlock(nn.HybridBlock):
         m = 0.5 * (la + lb)
         da, db = self.two_a(a), self.two_b(b)
         if self.last:
-            return F.relu(m + da + db)
-        return F.relu(m + da), F.relu(m + db)
+            return relu(F, m + da + db)
+        return relu(F, m + da), relu(F, m + db)
 
 
 class DeepShallowBlock(nn.HybridBlock):
@@ -230,7 +230,7 @@ class DeepShallowBlock(nn.HybridBlock):
         return self.left(x) if self.left is not None else x
 
     def hybrid_forward(self, F, x):
-        return F.relu(self.path(F, x, "left") + self.path(F, x, "right"))
+        return relu(F, self.path(F, x, "left") + self.path(F, x, "right"))
 
 
 # ---------------------------------------------------------------- the network
@@ -312,7 +312,7 @@ class EnsembleNet(FusionNet):
         outs = [self.stem(x)]
         for stage in self.stages:
             block = stage[0]  # fuse3's rule puts exactly one block in every stage
-            outs = [F.relu(block.path(F, o, side)) for o in outs for side in ("left", "right")]
+            outs = [relu(F, block.path(F, o, side)) for o in outs for side in ("left", "right")]
         return tuple(self.head(o) for o in outs)
 
 
@@ -385,11 +385,11 @@ class ImageNetUnit(nn.HybridBlock):
 
     def hybrid_forward(self, F, a, b=None):
         if self.streams == 1:
-            return F.relu(self.body_a(a)) if self.first else F.relu(a + self.body_a(a))
+            return relu(F, self.body_a(a)) if self.first else relu(F, a + self.body_a(a))
         if self.first:
-            return F.relu(self.body_a(a)), F.relu(self.body_b(b))
+            return relu(F, self.body_a(a)), relu(F, self.body_b(b))
         m = 0.5 * (a + b)
-        return F.relu(self.body_a(a) + m), F.relu(self.body_b(b) + m)
+        return relu(F, self.body_a(a) + m), relu(F, self.body_b(b) + m)
 
 
 class ImageNetFusionNet(nn.HybridBlock):

@@ -1,0 +1,155 @@
+"""tools/benchmark.py: it runs, its table and JSON are well formed, its PyTorch networks are the same
+architecture as gluonfuse's. Tiny networks and one or two steps; no timing is asserted."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+TOOLS = os.path.join(REPO, "tools")
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
+
+import benchmark  # noqa: E402
+import bench_models  # noqa: E402
+
+QUICK = ["--batch-size", "4", "--rounds", "2", "--iters", "1", "--warmup", "1", "--quiet"]
+
+
+def run_tool(*args, env=None):
+    """Run tools/benchmark.py as a user does, from the checkout, without installing gluonfuse."""
+    full_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, os.path.join(TOOLS, "benchmark.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=600, env=full_env, cwd="/")
+
+
+def table_rows(markdown):
+    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    header, rule, rows = lines[0], lines[1], lines[2:]
+    width = header.count("|")
+    assert rule.count("|") == width and all(row.count("|") == width for row in rows)
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+
+
+def test_resnet_against_gluoncv_and_torch(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run_tool("models", "--network", "resnet", "--depth", 20, *QUICK, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    labels = [c["label"] for c in report["contenders"]] + [s["label"] for s in report["skipped"]]
+    assert labels[:2] == ["gluonfuse resnet_d20_w1", "gluoncv cifar_resnet20_v1"]
+    assert labels[2] == "PyTorch eager resnet_d20_w1"
+    gf, cv = report["contenders"][:2]
+    assert gf["params"] == cv["params"] == 272_474  # the same architecture
+    for c in report["contenders"]:
+        for mode in ("train", "infer"):
+            assert len(c[mode]["rounds"]) == 2 and all(v > 0 for v in c[mode]["rounds"])
+            assert c[mode]["min"] <= c[mode]["median"] <= c[mode]["max"]
+    assert gf["train"]["first_over_this"]["median"] == pytest.approx(1.0)
+    # the table printed on stdout is the report's, one row per contender, skipped ones included
+    assert report["markdown"] in proc.stdout
+    rows = table_rows(proc.stdout)
+    assert [r[0] for r in rows] == labels
+    assert rows[1][1] == "272,474"
+    assert f"mxnet: {len(os.sched_getaffinity(0))} OpenMP threads" in proc.stdout
+
+
+def test_threads_check_compares_mxnet_default_with_gluonfuse(tmp_path):
+    out = tmp_path / "threads.json"
+    proc = run_tool("models", "--network", "resnet", "--depth", 8, "--threads-check", *QUICK, "--modes", "train",
+                    "--json", out, env={"OMP_NUM_THREADS": "1"})  # the check ignores the caller's setting
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    ours, default = report["contenders"]
+    assert "OMP_NUM_THREADS unset" in default["label"] and "gluonfuse threads" in ours["label"]
+    cores = len(os.sched_getaffinity(0))
+    assert report["threads"].split(";")[0].endswith(f": {cores} OpenMP thread(s)")
+    assert report["threads"].split(";")[1].endswith(f": {max(1, cores // 2)} OpenMP thread(s)")
+    assert len(table_rows(proc.stdout)) == 2
+
+
+def test_missing_torch_is_reported_as_skipped(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench_models, "torch_installed", lambda: False)
+    out = tmp_path / "b.json"
+    assert benchmark.main(["models", "--network", "cross", "--depth", "14", "--against", "torch,resnet:8",
+                           *QUICK, "--modes", "infer", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [c["label"] for c in report["contenders"]] == ["gluonfuse cross_d14_w1", "gluonfuse resnet_d8_w1"]
+    assert report["skipped"] == [{"label": "PyTorch eager cross_d14_w1", "reason": bench_models.TORCH_HINT}]
+    rows = table_rows(capsys.readouterr().out)
+    assert rows[-1][0] == "PyTorch eager cross_d14_w1" and "skipped: torch is not installed" in rows[-1][2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--against", "gluoncvv"], "unknown network 'gluoncvv'"),
+    (["--network", "cross", "--against", "gluoncv"], "gluoncv has no counterpart of cross_d26_w1"),
+    (["--against", "resnet:x"], "write NET, NET:DEPTH or NET:DEPTH:WIDEN"),
+    (["--network", "resnet", "--depth", 7], "depth 7 leaves a stage"),
+    (["--modes", "fast"], "--modes takes train, infer"),
+    (["--rounds", 0], "--rounds must be at least 1"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main(["models", *map(str, args)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_auto_contenders():
+    parser = benchmark.build_parser()
+
+    def labels(*argv):
+        return [d["label"] for d in bench_models.contender_descriptions(parser.parse_args(["models", *argv]))]
+
+    assert labels() == ["gluonfuse resnet_d56_w1", "gluoncv cifar_resnet56_v1", "PyTorch eager resnet_d56_w1"]
+    assert labels("--network", "cross", "--depth", "110") == [
+        "gluonfuse cross_d110_w1", "gluonfuse resnet_d110_w1", "PyTorch eager cross_d110_w1"]
+    assert labels("--network", "dfn_mr1") == [
+        "gluonfuse cross_d110_w1", "gluonfuse resnet_d110_w1", "PyTorch eager cross_d110_w1"]
+    assert labels("--network", "dfn_mr50_imagenet") == ["gluonfuse dfn_mr50_imagenet", "PyTorch eager dfn_mr50_imagenet"]
+    assert labels("--network", "resnet", "--depth", "20", "--against", "none") == ["gluonfuse resnet_d20_w1"]
+
+
+@pytest.mark.parametrize("network, depth", [("plain", 8), ("resnet", 20), ("cross", 26), ("half", 14), ("side", 14)])
+def test_torch_networks_match_gluonfuse(network, depth):
+    torch = pytest.importorskip("torch")
+    import bench_torch
+
+    from gluonfuse.models import count_params, get_model
+
+    net = get_model(network, depth=depth, classes=7)
+    model = bench_torch.FusionNet(net.spec)
+    assert bench_torch.count_params(model) == count_params(net)
+    # same number of conv layers, in the same order of shapes
+    gluon_convs = [p.shape for name, p in net.collect_params().items() if name.endswith("conv_weight")]
+    torch_convs = [tuple(m.weight.shape) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted(gluon_convs) == sorted(torch_convs)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 7)
+
+
+def test_interleave_alternates_order_and_discards_busy_rounds():
+    import bench_common
+
+    calls = []
+
+    class Fake:
+        def __init__(self, label, busy):
+            self.label, self.busy = label, iter(busy)
+
+        def run(self, mode, iters):
+            calls.append(self.label)
+            # 1 s wall, 1 core of our own; "busy" is the whole machine's CPU seconds meanwhile
+            return {"wall": 1.0, "cpu": 1.0, "busy": next(self.busy)}
+
+    a, b = Fake("a", [1.0, 1.0, 1.0]), Fake("b", [1.0, 2.5, 1.2])
+    results, discarded = bench_common.interleave([a, b], ["train"], rounds=2, iters=3, batch_size=4,
+                                                 max_other_load=0.5)
+    assert calls == ["a", "b", "b", "a", "a", "b"]  # A B, then B A (thrown away: b saw 1.5 other cores), A B
+    assert discarded == 1
+    assert results["a"]["train"]["images_per_sec"] == [12.0, 12.0]
+    assert results["b"]["train"]["other_load"] == pytest.approx([0.0, 0.2])

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""gluonfuse benchmarks, one section per area, run from a checkout without installing anything.
+
+    python tools/benchmark.py models --network resnet --depth 56      # vs gluoncv and PyTorch
+    python tools/benchmark.py models --network cross --depth 110 --against resnet:110
+    python tools/benchmark.py models --threads-check                  # mxnet's default threads vs gluonfuse's
+    python tools/benchmark.py SECTION --help
+
+A section is a module ``tools/bench_<section>.py`` with a docstring (its help), ``add_arguments(parser)``
+and ``run(args)``; add it to ``SECTIONS``. Sections import mxnet inside ``run``, never at the top:
+this file imports gluonfuse first, and gluonfuse sizes mxnet's OpenMP pool to every core only if it is
+imported before mxnet (SPEC 5). The contenders of a section run interleaved in one process (ABBA
+rounds, median of rounds), because the machine is shared and its speed drifts.
+"""
+import argparse
+import importlib
+import os
+import sys
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(TOOLS)
+for _path in (REPO, TOOLS):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import bench_common  # noqa: E402
+
+# What the user set, before gluonfuse fills in its default: the report says who chose the thread count.
+bench_common.USER_THREAD_ENV.update({k: os.environ.get(k) for k in bench_common.THREAD_VARS})
+
+import gluonfuse  # noqa: E402,F401  sizes mxnet's OpenMP pool; must come before any mxnet import
+
+# section name -> module in tools/
+SECTIONS = {
+    "models": "bench_models",
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="benchmark.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="section", metavar="SECTION", required=True)
+    for name, module_name in SECTIONS.items():
+        module = importlib.import_module(module_name)
+        doc = (module.__doc__ or "").strip()
+        section = sub.add_parser(name, help=doc.split("\n")[0], description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(section)
+        section.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv=None):
+    from gluonfuse.cli import run_guarded
+
+    args = build_parser().parse_args(argv)
+    # bad arguments: one line and exit 2; no traceback unless GLUONFUSE_DEBUG=1
+    return run_guarded(args.run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
