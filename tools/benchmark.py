@@ -4,6 +4,9 @@
     python tools/benchmark.py models --network resnet --depth 56      # vs gluoncv and PyTorch
     python tools/benchmark.py models --network cross --depth 110 --against resnet:110
     python tools/benchmark.py models --threads-check                  # mxnet's default threads vs gluonfuse's
+    python tools/benchmark.py data --images 1000                      # im2rec vs mxnet's im2rec.py
+    python tools/benchmark.py train --repeat 3                        # pipeline vs bare step vs Module
+    python tools/benchmark.py dist                                    # 2 loopback workers vs 1 process
     python tools/benchmark.py SECTION --help
 
 A section is a module ``tools/bench_<section>.py`` with a docstring (its help), ``add_arguments(parser)``
@@ -34,6 +37,12 @@ import gluonfuse  # noqa: E402,F401  sizes mxnet's OpenMP pool; must come before
 SECTIONS = {
     "models": "bench_models",
 }
+# sections that parse their own arguments: `benchmark.py data ARGS` runs bench_data.main(ARGS)
+OWN_PARSER_SECTIONS = {
+    "data": "bench_data",    # im2rec vs mxnet's im2rec.py; ImageRecordIter reading speed
+    "train": "bench_train",  # whole pipeline vs bare step vs the authors' Module.fit
+    "dist": "bench_dist",    # loopback dist_sync job (2 workers) vs one process
+}
 
 
 def build_parser():
@@ -41,6 +50,8 @@ def build_parser():
         prog="benchmark.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="section", metavar="SECTION", required=True)
+    for name, module_name in OWN_PARSER_SECTIONS.items():
+        sub.add_parser(name, add_help=False, help=f"see: benchmark.py {name} --help ({module_name}.py)")
     for name, module_name in SECTIONS.items():
         module = importlib.import_module(module_name)
         doc = (module.__doc__ or "").strip()
@@ -54,6 +65,10 @@ def build_parser():
 def main(argv=None):
     from gluonfuse.cli import run_guarded
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in OWN_PARSER_SECTIONS:
+        module = importlib.import_module(OWN_PARSER_SECTIONS[argv[0]])
+        return run_guarded(module.main, argv[1:])
     args = build_parser().parse_args(argv)
     # bad arguments: one line and exit 2; no traceback unless GLUONFUSE_DEBUG=1
     return run_guarded(args.run, args)
