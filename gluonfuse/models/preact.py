@@ -27,7 +27,7 @@ import dataclasses
 
 from mxnet.gluon import nn
 
-from gluonfuse.models.blocks import BNReLU, ClassifierHead, PreActBlock, batch_norm, conv3x3, projection
+from gluonfuse.models.blocks import BNReLU, ClassifierHead, PreActBlock, batch_norm, conv3x3, projection, relu
 from gluonfuse.models.registry import register_family, register_preset
 from gluonfuse.models.rules import check_positive_int, check_rate, depth_from_rule
 
@@ -134,11 +134,11 @@ class PreActBottleneck(nn.HybridBlock):
                          if in_channels != channels or stride != 1 else None)
 
     def hybrid_forward(self, F, x):
-        pre = F.relu(self.bn1(x))
+        pre = relu(F, self.bn1(x))
         short = self.proj(pre) if self.proj is not None else x
         y = self.conv1(pre)
-        y = self.conv2(F.relu(self.bn2(y)))
-        y = self.conv3(F.relu(self.bn3(y)))
+        y = self.conv2(relu(F, self.bn2(y)))
+        y = self.conv3(relu(F, self.bn3(y)))
         return short + y
 
 

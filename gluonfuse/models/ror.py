@@ -38,7 +38,7 @@ import dataclasses
 from mxnet.gluon import nn
 
 from gluonfuse.models.blocks import BNReLU, ClassifierHead, ConvUnit, PreActBlock, conv3x3, live_ones
-from gluonfuse.models.blocks import projection, scale, survival_gate
+from gluonfuse.models.blocks import projection, relu, scale, survival_gate
 from gluonfuse.models.fusion import ResidualBlock
 from gluonfuse.models.registry import register_family, register_preset
 from gluonfuse.models.rules import check_positive_int, check_rate, depth_from_rule
@@ -152,7 +152,7 @@ class RoRStage(nn.HybridBlock):
             y = short + residual
             if j == last:
                 y = F.add_n(y, mid, *root)
-            x = y if self.preact else F.relu(y)
+            x = y if self.preact else relu(F, y)
         return x, gates
 
     def hybrid_forward(self, F, x, *root):
