@@ -5,6 +5,7 @@ with ``gluon.SymbolBlock.imports``, no gluonfuse needed) and ``<name>-meta.json`
 ``export_onnx`` converts through ``mxnet.onnx`` and checks the ONNX model against onnxruntime on a random
 batch; a difference beyond tolerance is an error. Files appear only when complete.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ from gluonfuse.io import atomic_path, write_json
 
 # ONNX check: |onnx - mxnet| <= ATOL + RTOL * |mxnet| elementwise (float32 arithmetic, reordered sums)
 ONNX_ATOL, ONNX_RTOL = 1e-4, 1e-3
+# the newest ONNX opset mxnet 1.9.1's converters are written for (see _mxnet_onnx_opset)
+MXNET_ONNX_OPSET = 13
 
 
 def unique_node_names(symbol_json_text):
@@ -133,6 +136,23 @@ def load_exported(symbol_file, params_file, ctx=None):
         raise DataError(f"cannot load {symbol_file} with {params_file}: {first}") from None
 
 
+def convert_to_onnx(symbol_file, params_file, input_shape, out_path):
+    """Convert an exported symbol/params pair to ONNX opset ``MXNET_ONNX_OPSET`` with a dynamic batch.
+
+    ``input_shape`` includes the batch dimension. Writes ``out_path`` directly (no check); see
+    ``export_onnx`` for the checked, atomic export of a network.
+    """
+    import mxnet as mx
+
+    sym = mx.sym.load(symbol_file)
+    params = {k.split(":", 1)[1]: v for k, v in mx.nd.load(params_file).items()}
+    with _mxnet_onnx_opset(MXNET_ONNX_OPSET):
+        mx.onnx.export_model(sym, params, in_shapes=[tuple(input_shape)], in_types=[np.float32],
+                             onnx_file_path=out_path, dynamic=True,
+                             dynamic_input_shapes=[(None,) + tuple(input_shape[1:])])
+    return out_path
+
+
 def export_onnx(net, out_path, input_shape=None, batch=2, seed=0):
     """Export ``net`` to ONNX (dynamic batch) and check it against onnxruntime.
 
@@ -151,13 +171,8 @@ def export_onnx(net, out_path, input_shape=None, batch=2, seed=0):
     staging = tempfile.mkdtemp(prefix=".onnx-export-", dir=os.path.dirname(os.path.abspath(out_path)))
     try:
         paths = export_model(net, staging, name="model", input_shape=shape)
-        sym = mx.sym.load(paths["symbol"])
-        params = mx.nd.load(paths["params"])
-        params = {k.split(":", 1)[1]: v for k, v in params.items()}
         with atomic_path(out_path) as tmp:
-            mx.onnx.export_model(sym, params, in_shapes=[(batch,) + shape], in_types=[np.float32],
-                                 onnx_file_path=tmp, dynamic=True,
-                                 dynamic_input_shapes=[(None,) + shape])
+            convert_to_onnx(paths["symbol"], paths["params"], (batch,) + shape, tmp)
             x = np.random.RandomState(seed).uniform(-1, 1, (batch,) + shape).astype("float32")
             with mx.autograd.predict_mode():
                 expected = _forward(net, x)
@@ -174,7 +189,33 @@ def export_onnx(net, out_path, input_shape=None, batch=2, seed=0):
                                    f"(tolerance atol {ONNX_ATOL}, rtol {ONNX_RTOL}); no file written")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"path": out_path, "max_abs_diff": diff}
+    return {"path": out_path, "max_abs_diff": diff, "opset": MXNET_ONNX_OPSET}
+
+
+@contextlib.contextmanager
+def _mxnet_onnx_opset(version):
+    """Make ``mxnet.onnx`` convert for, check against and declare ONNX opset ``version``.
+
+    mxnet 1.9.1's exporter always targets ``onnx.defs.onnx_opset_version()``, the newest opset the
+    installed onnx knows (23 for onnx 1.18), but its converters stop at opset 13: their nodes (e.g.
+    ReduceMean with ``axes`` as an attribute, which opset 18 made an input) fail that opset's checker,
+    and a file declaring 23 would claim semantics its nodes do not follow. The exporter reads the
+    version from ``onnx.defs`` and checks with ``onnx.checker.DEFAULT_CONTEXT``; both are set for the
+    duration of the export and restored afterwards.
+    """
+    import onnx.checker
+    import onnx.defs
+
+    newest = onnx.defs.onnx_opset_version
+    context = onnx.checker.DEFAULT_CONTEXT
+    saved = dict(context.opset_imports)
+    onnx.defs.onnx_opset_version = lambda: min(version, newest())
+    context.opset_imports = {"": min(version, newest())}
+    try:
+        yield
+    finally:
+        onnx.defs.onnx_opset_version = newest
+        context.opset_imports = saved
 
 
 def symbol_json(name, **kwargs):

@@ -225,6 +225,8 @@ def _full_label(op):
         if a.get("global_pool") == "True":
             return f"Pooling {a.get('pool_type', 'max')} global"
         return f"Pooling {a.get('pool_type', 'max')} {_dims(_pair(a.get('kernel')))}, /{max(_pair(a.get('stride')))}"
+    if op.op == "mean" and "axis" in a:
+        return f"mean over axes {a['axis']}"
     if "scalar" in a:
         return f"{op.op} {a['scalar']}"
     if op.op == "Dropout":

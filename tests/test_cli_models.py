@@ -7,6 +7,7 @@ import pytest
 
 from conftest import run_gluonfuse
 from gluonfuse.cli import main
+from gluonfuse.export import MXNET_ONNX_OPSET
 
 
 def test_every_command_has_help(cli):
@@ -76,6 +77,11 @@ def test_export_onnx_reports_the_check(tmp_path):
     assert (tmp_path / "half_d14_w1.onnx").is_file()
     assert "onnxruntime check passed" in result.stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tmp_path / "half_d14_w1.onnx"))
+    # the opset its nodes follow (mxnet's converters), not the newest the installed onnx knows
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", MXNET_ONNX_OPSET)]
+    onnx.checker.check_model(model, full_check=True)
 
 
 def test_export_trained_parameters_round_trip(tmp_path):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from mxnet import autograd, gluon, nd
 
+from gluonfuse.export import convert_to_onnx
 from gluonfuse.models import get_model, get_spec
 from gluonfuse.models.fractal import FractalNet
 from gluonfuse.models.ror import RoRNet
@@ -367,8 +368,8 @@ def test_onnx_export_of_the_stochastic_nets_computes_the_inference_graph(tmp_pat
     x = nd.random.normal(shape=(2, 3, 8, 8))
     net(x)
     net.export(str(tmp_path / "m"))
-    path = mx.onnx.export_model(str(tmp_path / "m-symbol.json"), str(tmp_path / "m-0000.params"),
-                                [x.shape], np.float32, str(tmp_path / "m.onnx"))
+    path = convert_to_onnx(str(tmp_path / "m-symbol.json"), str(tmp_path / "m-0000.params"), x.shape,
+                           str(tmp_path / "m.onnx"))
     session = ort.InferenceSession(path)
     (out,) = session.run(None, {session.get_inputs()[0].name: x.asnumpy()})
     np.testing.assert_allclose(out, reference(x).asnumpy(), rtol=1e-5, atol=1e-6)
