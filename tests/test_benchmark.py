@@ -56,6 +56,7 @@ def test_resnet_against_gluoncv_and_torch(tmp_path):
     assert [r[0] for r in rows] == labels
     assert rows[1][1] == "272,474"
     assert f"mxnet: {len(os.sched_getaffinity(0))} OpenMP threads" in proc.stdout
+    assert "each contender in its own process" in proc.stdout  # mxnet and PyTorch never share one
 
 
 def test_threads_check_compares_mxnet_default_with_gluonfuse(tmp_path):
@@ -76,8 +77,9 @@ def test_missing_torch_is_reported_as_skipped(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench_models, "torch_installed", lambda: False)
     out = tmp_path / "b.json"
     assert benchmark.main(["models", "--network", "cross", "--depth", "14", "--against", "torch,resnet:8",
-                           *QUICK, "--modes", "infer", "--json", str(out)]) == 0
+                           *QUICK, "--modes", "infer", "--in-process", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert "all contenders in one process" in report["markdown"]
     assert [c["label"] for c in report["contenders"]] == ["gluonfuse cross_d14_w1", "gluonfuse resnet_d8_w1"]
     assert report["skipped"] == [{"label": "PyTorch eager cross_d14_w1", "reason": bench_models.TORCH_HINT}]
     rows = table_rows(capsys.readouterr().out)

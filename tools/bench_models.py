@@ -2,9 +2,12 @@
 
 Training is one forward + backward + NAG update (lr 0.1, momentum 0.9, wd 1e-4) of a fixed random batch;
 inference is one forward in predict mode. Gluon networks are hybridized with static_alloc and
-static_shape. Contenders run interleaved (A B, B A, ...) in one process; the table gives the median
-images/s over rounds, its spread ((max - min) / median) and "row 1 / row": the median of the per-round
-ratios of the first contender's speed to this row's. "cores" is process CPU time over wall time.
+static_shape. Every contender runs in its own Python process, and the processes take turns (A B, B A, ...);
+the table gives the median images/s over rounds, its spread ((max - min) / median) and "row 1 / row":
+the median of the per-round ratios of the first contender's speed to this row's. "cores" is process CPU
+time over wall time. --in-process runs them all in this process instead; do not compare mxnet with
+PyTorch that way: their two OpenMP thread pools then compete for the cores (resnet 56 on 2 cores: both
+keep about 1.7 cores busy instead of 2 and train 15-25% slower).
 
 Contenders (--against, comma-separated; 'auto' picks what exists for --network):
   gluoncv        gluoncv's counterpart (cifar_resnet20/56/110_v1 for resnet 20/56/110)
@@ -54,8 +57,9 @@ def add_arguments(parser):
     run.add_argument("--iters", type=int, default=3, help="steps per contender per round and mode (default 3)")
     run.add_argument("--warmup", type=int, default=2, help="untimed steps per mode first (default 2)")
     run.add_argument("--modes", default="train,infer", help="train, infer or both (default train,infer)")
-    run.add_argument("--isolate", action="store_true",
-                     help="run every contender in its own subprocess (still interleaved)")
+    run.add_argument("--in-process", action="store_true",
+                     help="run every contender in this process rather than each in its own (faster to "
+                          "start; unfair between mxnet and PyTorch, whose thread pools then compete)")
     run.add_argument("--threads-check", action="store_true",
                      help="compare mxnet's default threads with gluonfuse's instead of the contenders")
     run.add_argument("--max-other-load", type=float, metavar="CORES",
@@ -331,7 +335,7 @@ def _import_gluoncv():
 
 
 class WorkerContender:
-    """A contender in its own Python process, driven over stdin/stdout (for --isolate and --threads-check)."""
+    """A contender in its own Python process, driven over stdin/stdout (the default, and --threads-check)."""
 
     def __init__(self, desc, setup, env):
         self.desc, self.label = desc, desc["label"]
@@ -436,7 +440,7 @@ def run(args):
         descs = descs[:1]
         contenders, skipped = _threads_check_contenders(descs[0], setup, say), []
     else:
-        contenders, skipped = _start(descs, setup, args.isolate, say)
+        contenders, skipped = _start(descs, setup, not args.in_process, say)
     try:
         results, discarded = bench_common.interleave(contenders, modes, args.rounds, args.iters, args.batch_size, log=say,
                                           max_other_load=args.max_other_load)
@@ -527,7 +531,8 @@ def _report(args, setup, contenders, skipped, results, discarded):
     ctx = f"{setup['ctx_kind']} {','.join(map(str, setup['ctx_ids']))}"
     lines = [
         f"{m['cpu']}, {m['visible_cores']} visible cores; contexts: {ctx}; batch {args.batch_size}; "
-        f"{args.rounds} rounds x {args.iters} steps per mode (after {args.warmup} warm-up steps)",
+        f"{args.rounds} rounds x {args.iters} steps per mode (after {args.warmup} warm-up steps); "
+        f"{'all contenders in one process' if args.in_process else 'each contender in its own process'}",
         f"threads: {threads}",
         "",
         bench_common.markdown_table(headers, table),

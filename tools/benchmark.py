@@ -12,8 +12,8 @@
 A section is a module ``tools/bench_<section>.py`` with a docstring (its help), ``add_arguments(parser)``
 and ``run(args)``; add it to ``SECTIONS``. Sections import mxnet inside ``run``, never at the top:
 this file imports gluonfuse first, and gluonfuse sizes mxnet's OpenMP pool to every core only if it is
-imported before mxnet (SPEC 5). The contenders of a section run interleaved in one process (ABBA
-rounds, median of rounds), because the machine is shared and its speed drifts.
+imported before mxnet (SPEC 5). The contenders of a section take turns (ABBA rounds, median of rounds),
+because the machine is shared and its speed drifts; ``models`` runs each in its own process.
 """
 import argparse
 import importlib
