@@ -99,21 +99,9 @@ def _plus(*polys):
 
 # ---------------------------------------------------------------- fusion blocks, branch by branch
 #
-# One adapter per block class of gluonfuse.models.fusion: its removable branches, its forward pass
-# with some of them removed (the same operations in the same order as the block's own forward when
-# none is removed) and its path polynomial.
-
-def _terms_sum(terms):
-    out = terms[0]
-    for t in terms[1:]:
-        out = out + t
-    return out
-
-
-def _shortcut(block, attr, x):
-    short = getattr(block, attr)
-    return short(x) if short is not None else x
-
+# A block's removable branches (``BRANCHES``) and its forward pass with some of them removed
+# (``forward_without``) are the block's own (gluonfuse.models.fusion); here each block class gets
+# its path polynomial with the same branches removed.
 
 def _layers(block, attr):
     """Conv layers of a path: 0 for an identity (None), else the units of the (sequential) block."""
@@ -123,93 +111,39 @@ def _layers(block, attr):
     return len(part) if isinstance(part, nn.HybridSequential) else 1
 
 
-class _Residual:
-    branches = ("residual",)
-
-    @staticmethod
-    def forward(F, block, state, removed):
-        (x,) = state
-        y = _shortcut(block, "short", x)
-        if "residual" not in removed:
-            y = y + block.two(x)
-        return (F.relu(y),)
-
-    @staticmethod
-    def paths(block, polys, removed):
-        (p,) = polys
-        out = _shift(p, _layers(block, "short"))
-        if "residual" not in removed:
-            out = _plus(out, _shift(p, _layers(block, "two")))
-        return (out,)
+def _residual_paths(block, polys, removed):
+    (p,) = polys
+    out = _shift(p, _layers(block, "short"))
+    if "residual" not in removed:
+        out = _plus(out, _shift(p, _layers(block, "two")))
+    return (out,)
 
 
-class _InceptionLike:
-    branches = ("a", "b")
-
-    @staticmethod
-    def forward(F, block, state, removed):
-        (x,) = state
-        terms = [getattr(block, f"two_{s}")(x) for s in "ab" if s not in removed]
-        if block.identity:
-            terms.append(_shortcut(block, "short", x))
-        if not terms:
-            raise ValueError("a side block needs one of its two branches")
-        return (F.relu(_terms_sum(terms)),)
-
-    @staticmethod
-    def paths(block, polys, removed):
-        (p,) = polys
-        terms = [_shift(p, _layers(block, f"two_{s}")) for s in "ab" if s not in removed]
-        if block.identity:
-            terms.append(_shift(p, _layers(block, "short")))
-        return (_plus(*terms),)
+def _inception_like_paths(block, polys, removed):
+    (p,) = polys
+    terms = [_shift(p, _layers(block, f"two_{s}")) for s in block.BRANCHES if s not in removed]
+    if block.identity:
+        terms.append(_shift(p, _layers(block, "short")))
+    return (_plus(*terms),)
 
 
-class _MergeRun:
-    branches = ("a", "b")
-
-    @staticmethod
-    def forward(F, block, state, removed):
-        a, b = state
-        m = 0.5 * (_shortcut(block, "short_a", a) + _shortcut(block, "short_b", b))
-        da = None if "a" in removed else block.two_a(a)
-        db = None if "b" in removed else block.two_b(b)
-        if block.last:
-            return (F.relu(_terms_sum([t for t in (m, da, db) if t is not None])),)
-        return (F.relu(m + da) if da is not None else F.relu(m),
-                F.relu(m + db) if db is not None else F.relu(m))
-
-    @staticmethod
-    def paths(block, polys, removed):
-        pa, pb = polys
-        m = _plus(_shift(pa, _layers(block, "short_a")), _shift(pb, _layers(block, "short_b")))
-        da = collections.Counter() if "a" in removed else _shift(pa, _layers(block, "two_a"))
-        db = collections.Counter() if "b" in removed else _shift(pb, _layers(block, "two_b"))
-        if block.last:
-            return (_plus(m, da, db),)
-        return _plus(m, da), _plus(m, db)
+def _merge_run_paths(block, polys, removed):
+    pa, pb = polys
+    m = _plus(_shift(pa, _layers(block, "short_a")), _shift(pb, _layers(block, "short_b")))
+    da = collections.Counter() if "a" in removed else _shift(pa, _layers(block, "two_a"))
+    db = collections.Counter() if "b" in removed else _shift(pb, _layers(block, "two_b"))
+    if block.last:
+        return (_plus(m, da, db),)
+    return _plus(m, da), _plus(m, db)
 
 
-class _DeepShallow:
-    branches = ("left", "right")
-
-    @staticmethod
-    def forward(F, block, state, removed):
-        (x,) = state
-        terms = [block.path(F, x, side) for side in _DeepShallow.branches if side not in removed]
-        if not terms:
-            raise ValueError("a deep-and-shallow block needs its left or its right path")
-        return (F.relu(_terms_sum(terms)),)
-
-    @staticmethod
-    def paths(block, polys, removed):
-        (p,) = polys
-        return (_plus(*[_shift(p, _layers(block, side)) for side in _DeepShallow.branches
-                        if side not in removed]),)
+def _deep_shallow_paths(block, polys, removed):
+    (p,) = polys
+    return (_plus(*[_shift(p, _layers(block, side)) for side in block.BRANCHES if side not in removed]),)
 
 
-_ADAPTERS = {ResidualBlock: _Residual, InceptionLikeBlock: _InceptionLike, MergeRunBlock: _MergeRun,
-             DeepShallowBlock: _DeepShallow}
+_PATHS = {ResidualBlock: _residual_paths, InceptionLikeBlock: _inception_like_paths,
+          MergeRunBlock: _merge_run_paths, DeepShallowBlock: _deep_shallow_paths}
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -229,22 +163,21 @@ class Branch:
 
 
 def fusion_blocks(net):
-    """``[(stage, index, block, adapter), ...]`` of a CIFAR FusionNet, input to output."""
+    """``[(stage, index, block), ...]`` of a CIFAR FusionNet, input to output."""
     out = []
     for s, stage in enumerate(net.stages, start=1):
         for j in range(len(stage)):
             block = stage[j]
-            adapter = _ADAPTERS.get(type(block))
-            if adapter is None:
+            if type(block) not in _PATHS:
                 raise ValueError(f"block g{s}.b{j} is a {type(block).__name__}, which has no branches to analyse")
-            out.append((s, j, block, adapter))
+            out.append((s, j, block))
     return out
 
 
 def branches(net):
     """Every removable branch of a FusionNet, in depth order."""
-    return [Branch(s, j, name, single=len(adapter.branches) == 1)
-            for s, j, _, adapter in fusion_blocks(net) for name in adapter.branches]
+    return [Branch(s, j, name, single=len(block.BRANCHES) == 1)
+            for s, j, block in fusion_blocks(net) for name in block.BRANCHES]
 
 
 def _removed_at(removed):
@@ -259,8 +192,8 @@ def fusion_paths(net, removed=()):
     by_block = _removed_at(removed)
     p = collections.Counter({1: 1})  # the stem convolution
     state = (p, p) if net.spec.network == "cross" else (p,)
-    for s, j, block, adapter in fusion_blocks(net):
-        state = adapter.paths(block, state, by_block.get((s, j), set()))
+    for s, j, block in fusion_blocks(net):
+        state = _PATHS[type(block)](block, state, by_block.get((s, j), set()))
     return _shift(state[0], 1)  # the Dense layer
 
 
@@ -310,8 +243,8 @@ class BranchView(nn.HybridBlock):
         x = net.stem(x)
         state = (x, x) if net.spec.network == "cross" else (x,)
         states = []
-        for s, j, block, adapter in fusion_blocks(net):
-            state = adapter.forward(F, block, state, self._by_block.get((s, j), set()))
+        for s, j, block in fusion_blocks(net):
+            state = block.forward_without(F, state, self._by_block.get((s, j), set()))
             states.append(state)
         return states
 
@@ -365,7 +298,7 @@ def member_components(net):
     comps = [Component("full", "full", *_poly_stats(fusion_paths(net)), build=lambda: net)]
     for letters in itertools.product("LR", repeat=len(blocks)):
         removed = frozenset(Branch(s, j, "right" if c == "L" else "left")
-                            for (s, j, _, _), c in zip(blocks, letters))
+                            for (s, j, _), c in zip(blocks, letters))
         comps.append(Component("".join(letters), "member", *_poly_stats(fusion_paths(net, removed)),
                                removed=tuple(b.label for b in sorted(removed)),
                                build=lambda r=removed: hybridized(BranchView(net, r))))
@@ -430,7 +363,7 @@ def lesion_components(net, max_lesions=0, draws=DEFAULT_DRAWS, seed=0):
     """resnet/cross/half/side: the full net, each branch removed alone, then random lesions."""
     comps = [Component("full", "full", *_poly_stats(fusion_paths(net)), build=lambda: net)]
     positions = {}
-    for s, j, _, _ in fusion_blocks(net):
+    for s, j, _ in fusion_blocks(net):
         positions[(s, j)] = len(positions) + 1
     for b in branches(net):
         removed = frozenset([b])

@@ -148,8 +148,26 @@ class PlainBlock(nn.HybridBlock):
         return self.body(x)
 
 
+# Blocks with removable branches (``BRANCHES``) compute through ``forward_without(F, state, removed)``:
+# ``state`` is the tuple of stream tensors (two for cross, one otherwise) and ``removed`` names the
+# branches deleted for a lesion study (gluonfuse.analyze). With nothing removed it is the block's own
+# forward pass, so the block and its lesioned versions share one definition.
+
+def _sum(terms):
+    out = terms[0]
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
+def _short(short, x):
+    return short(x) if short is not None else x
+
+
 class ResidualBlock(nn.HybridBlock):
-    """resnet: ReLU(zero(x) + two(x))."""
+    """resnet: ReLU(zero(x) + two(x)); removing ``residual`` leaves ReLU(zero(x))."""
+
+    BRANCHES = ("residual",)
 
     def __init__(self, kin, kout, **kwargs):
         super().__init__(**kwargs)
@@ -157,13 +175,24 @@ class ResidualBlock(nn.HybridBlock):
             self.short = zero(kin, kout, "short_")
             self.two = two(kin, kout, "a_")
 
+    def forward_without(self, F, state, removed=()):
+        (x,) = state
+        y = _short(self.short, x)
+        if "residual" not in removed:
+            y = y + self.two(x)
+        return (relu(F, y),)
+
     def hybrid_forward(self, F, x):
-        short = self.short(x) if self.short is not None else x
-        return relu(F, short + self.two(x))
+        return self.forward_without(F, (x,))[0]
 
 
 class InceptionLikeBlock(nn.HybridBlock):
-    """half (DFN-IL): ReLU(zero(x) + two_a(x) + two_b(x)); side drops the identity term."""
+    """half (DFN-IL): ReLU(two_a(x) + two_b(x) + zero(x)); side drops the identity term.
+
+    Branches ``a`` and ``b`` (``two_a``, ``two_b``) can be removed; side must keep one of them.
+    """
+
+    BRANCHES = ("a", "b")
 
     def __init__(self, kin, kout, identity=True, **kwargs):
         super().__init__(**kwargs)
@@ -173,18 +202,27 @@ class InceptionLikeBlock(nn.HybridBlock):
             self.two_a = two(kin, kout, "a_")
             self.two_b = two(kin, kout, "b_")
 
-    def hybrid_forward(self, F, x):
-        y = self.two_a(x) + self.two_b(x)
+    def forward_without(self, F, state, removed=()):
+        (x,) = state
+        terms = [getattr(self, f"two_{s}")(x) for s in self.BRANCHES if s not in removed]
         if self.identity:
-            y = y + (self.short(x) if self.short is not None else x)
-        return relu(F, y)
+            terms.append(_short(self.short, x))
+        if not terms:
+            raise ValueError("a side block needs one of its two branches")
+        return (relu(F, _sum(terms)),)
+
+    def hybrid_forward(self, F, x):
+        return self.forward_without(F, (x,))[0]
 
 
 class MergeRunBlock(nn.HybridBlock):
     """cross (DFN-MR): two streams; m = mean of their shortcuts, each stream adds its own residual.
 
-    The last block of the net (``last=True``) emits one tensor, ReLU(m + da + db).
+    The last block of the net (``last=True``) emits one tensor, ReLU(m + da + db). Removing branch
+    ``a`` deletes the residual da of stream a (a' = ReLU(m)); the merge m reads only the inputs.
     """
+
+    BRANCHES = ("a", "b")
 
     def __init__(self, kin, kout, last=False, **kwargs):
         super().__init__(**kwargs)
@@ -196,14 +234,19 @@ class MergeRunBlock(nn.HybridBlock):
             self.two_a = two(kin, kout, "a_")
             self.two_b = two(kin, kout, "b_")
 
-    def hybrid_forward(self, F, a, b):
-        la = self.short_a(a) if self.short_a is not None else a
-        lb = self.short_b(b) if self.short_b is not None else b
-        m = 0.5 * (la + lb)
-        da, db = self.two_a(a), self.two_b(b)
+    def forward_without(self, F, state, removed=()):
+        a, b = state
+        m = 0.5 * (_short(self.short_a, a) + _short(self.short_b, b))
+        da = None if "a" in removed else self.two_a(a)
+        db = None if "b" in removed else self.two_b(b)
         if self.last:
-            return relu(F, m + da + db)
-        return relu(F, m + da), relu(F, m + db)
+            return (relu(F, _sum([t for t in (m, da, db) if t is not None])),)
+        return (relu(F, m + da) if da is not None else relu(F, m),
+                relu(F, m + db) if db is not None else relu(F, m))
+
+    def hybrid_forward(self, F, a, b):
+        out = self.forward_without(F, (a, b))
+        return out[0] if self.last else out
 
 
 class DeepShallowBlock(nn.HybridBlock):
@@ -211,8 +254,10 @@ class DeepShallowBlock(nn.HybridBlock):
 
     right: ``b`` conv units, the last without ReLU (the first maps kin -> kout).
     left: one 3x3 conv unit without ReLU when ``left_conv`` (first block of g1, every width change),
-    identity otherwise.
+    identity otherwise. Either path can be removed, not both.
     """
+
+    BRANCHES = ("left", "right")
 
     def __init__(self, kin, kout, b, left_conv, **kwargs):
         super().__init__(**kwargs)
@@ -229,8 +274,15 @@ class DeepShallowBlock(nn.HybridBlock):
             return self.right(x)
         return self.left(x) if self.left is not None else x
 
+    def forward_without(self, F, state, removed=()):
+        (x,) = state
+        terms = [self.path(F, x, side) for side in self.BRANCHES if side not in removed]
+        if not terms:
+            raise ValueError("a deep-and-shallow block needs its left or its right path")
+        return (relu(F, _sum(terms)),)
+
     def hybrid_forward(self, F, x):
-        return relu(F, self.path(F, x, "left") + self.path(F, x, "right"))
+        return self.forward_without(F, (x,))[0]
 
 
 # ---------------------------------------------------------------- the network
