@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 
+from gluonfuse import visible_cores
+
 # seconds a process gets between SIGTERM and SIGKILL when the job is torn down
 GRACE_SECONDS = 5.0
 # seconds servers and the scheduler may take to exit after the last worker succeeded
@@ -31,19 +33,12 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def job_environment(num_workers, num_servers, port, host="127.0.0.1", threads_per_worker=None):
     """The DMLC variables every process of a loopback job shares, and the OpenMP threads per worker."""
     if num_workers < 1 or num_servers < 1:
         raise ValueError(f"need at least 1 worker and 1 server, got {num_workers} workers, "
                          f"{num_servers} servers")
-    threads = threads_per_worker or max(1, _cores() // num_workers)
+    threads = threads_per_worker or max(1, visible_cores() // num_workers)
     env = {"DMLC_PS_ROOT_URI": host, "DMLC_PS_ROOT_PORT": str(port), "DMLC_NUM_SERVER": str(num_servers),
            "DMLC_NUM_WORKER": str(num_workers), "DMLC_NODE_HOST": host}
     return env, threads

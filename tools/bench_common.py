@@ -18,10 +18,11 @@ USER_THREAD_ENV = {}
 
 
 def visible_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    # imported here, not at the top: benchmark.py records the user's thread settings before gluonfuse
+    # is imported (importing it sets OMP_NUM_THREADS)
+    from gluonfuse import visible_cores as cores
+
+    return cores()
 
 
 def thread_count():

@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 sys.path.insert(0, REPO)
 
 import gluonfuse  # noqa: E402,F401 - sizes mxnet's thread pool before mxnet is imported
-from gluonfuse.data.pack import default_threads  # noqa: E402
+from gluonfuse import visible_cores  # noqa: E402
 
 
 def mxnet_im2rec_path():
@@ -161,7 +161,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--images", type=int, default=2000, help="images to pack (generated 375x500 JPEGs)")
-    p.add_argument("--threads", type=int, default=default_threads(),
+    p.add_argument("--threads", type=int, default=visible_cores(),
                    help="--num-thread of both im2recs and preprocess_threads of the reader")
     p.add_argument("--flags", default="--resize 256 --quality 95",
                    help="pack flags given to both im2recs")

@@ -19,8 +19,6 @@ seconds per epoch at the defaults):
                                 --epochs 2 --data-dir DIR --json]
 """
 import argparse
-import csv
-import glob
 import json
 import os
 import subprocess
@@ -44,19 +42,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+def _last_epoch(out_dir):
+    from gluonfuse.results import find_run_dirs, read_run
 
-
-def _last_row(out_dir):
-    runs = glob.glob(os.path.join(out_dir, "*", "metrics.csv"))
+    runs = find_run_dirs(out_dir)
     if len(runs) != 1:
         raise RuntimeError(f"expected one run under {out_dir}, found {len(runs)}")
-    with open(runs[0]) as f:
-        return list(csv.DictReader(f))[-1]
+    return read_run(runs[0]).final
 
 
 def _run(argv, out_dir, threads):
@@ -67,8 +59,8 @@ def _run(argv, out_dir, threads):
     proc = subprocess.run([sys.executable, "-m", "gluonfuse", *argv], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"gluonfuse {' '.join(argv[:3])} ... failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    row = _last_row(out_dir)
-    return {"images_per_sec": float(row["images_per_sec"]), "epoch_seconds": float(row["seconds"])}
+    row = _last_epoch(out_dir)
+    return {"images_per_sec": row["images_per_sec"], "epoch_seconds": row["seconds"]}
 
 
 def run(args):
@@ -82,13 +74,17 @@ def run(args):
         train = ["train", "--network", args.network, "--depth", str(args.depth), "--dataset", "bench",
                  "--data-dir", data_dir, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                  "--seed", "0", "--quiet"]
-        cores = _cores()
+        from gluonfuse import visible_cores
+        from gluonfuse.launch import job_environment
+
+        cores = visible_cores()
+        threads_per_worker = job_environment(args.workers, 1, port=0)[1]  # the launcher's share
         single = _run(train + ["--out", os.path.join(tmp, "single")], os.path.join(tmp, "single"), cores)
         thread1 = _run(train + ["--out", os.path.join(tmp, "thread1")], os.path.join(tmp, "thread1"), 1)
         job = _run(["launch", "-n", str(args.workers), "-s", "1", "--", sys.executable, "-m", "gluonfuse", *train,
                     "--out", os.path.join(tmp, "job"), "--kvstore", "dist_sync"], os.path.join(tmp, "job"), None)
     return {"network": f"{args.network}_d{args.depth}", "batch_size": args.batch_size, "cores": cores,
-            "workers": args.workers, "threads_per_worker": max(1, cores // args.workers),
+            "workers": args.workers, "threads_per_worker": threads_per_worker,
             "single": single, "thread1": thread1, "job": job,
             "ratio": job["images_per_sec"] / single["images_per_sec"]}
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from gluonfuse.data import recordio
 from gluonfuse.data.meta import META_NAME, PixelStats, read_meta
-from gluonfuse.data.pack import default_threads, ordered_map
+from gluonfuse import visible_cores
+from gluonfuse.data.pack import ordered_map
 from gluonfuse.errors import DataError
 
 
@@ -35,7 +36,7 @@ def scan(rec_path, num_thread=None, pixels=False):
 
     A damaged record frame ends the walk with one final ``Scanned`` whose ``fault`` says where.
     """
-    num_thread = num_thread or default_threads()
+    num_thread = num_thread or visible_cores()
 
     def records(reader):
         try:

@@ -137,14 +137,6 @@ def item_payload(item, image_bytes, pack_label=False):
 
 
 # ------------------------------------------------------------------------------------------ packing
-def default_threads():
-    """Every core this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def ordered_map(fn, items, num_thread=1):
     """Yield ``(item, result, error)`` for every item in order; ``fn`` runs in ``num_thread`` threads.
 

@@ -18,7 +18,8 @@ import numpy as np
 from gluonfuse.data import recordio
 from gluonfuse.data.lists import ListItem, write_list
 from gluonfuse.data.meta import META_NAME, SPLITS, PixelStats, build_meta, meta_path, write_meta
-from gluonfuse.data.pack import default_threads, encode, format_bytes, pack_records
+from gluonfuse import visible_cores
+from gluonfuse.data.pack import encode, format_bytes, pack_records
 from gluonfuse.errors import DataError, did_you_mean
 
 PNG_MAX_SIDE = 64  # contract: PNG up to 64 px (lossless, tiny), JPEG quality 95 above
@@ -55,7 +56,7 @@ def write_dataset(ds: Dataset, out, num_thread=None, strict=False, progress=True
     os.makedirs(out, exist_ok=True)
     if os.path.exists(meta_path(out)):
         os.remove(meta_path(out))  # until the new meta.json lands, the directory is not whole
-    num_thread = num_thread or default_threads()
+    num_thread = num_thread or visible_cores()
     n_classes = len(ds.classes)
     stats = PixelStats(3)
     per_class = {}
