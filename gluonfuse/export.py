@@ -43,15 +43,6 @@ def unique_node_names(symbol_json_text):
     return json.dumps(graph, indent=1, sort_keys=True) + "\n"
 
 
-def traced_symbol(net):
-    """``net``'s graph as one symbol (grouped when it has several outputs), operators named uniquely."""
-    import mxnet as mx
-
-    from gluonfuse.models.stats import symbol_of
-
-    return mx.sym.load_json(unique_node_names(symbol_of(net).tojson()))
-
-
 def _input_shape(net, input_shape):
     return tuple(input_shape or net.spec.input_shape)
 
@@ -224,5 +215,6 @@ def symbol_json(name, **kwargs):
     Built from a fresh network, because operator names count up with every trace of one instance.
     """
     from gluonfuse.models import get_model
+    from gluonfuse.models.stats import symbol_of
 
-    return unique_node_names(traced_symbol(get_model(name, **kwargs)).tojson())
+    return unique_node_names(symbol_of(get_model(name, **kwargs)).tojson())
