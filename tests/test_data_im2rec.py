@@ -243,6 +243,7 @@ def test_pack_label_pass_through_and_grey(tmp_path):
     (["p", "{root}", "--list"], 1, "no images with extensions"),
     (["bad", "{root}", "--encoding", ".gif"], 2, "--encoding must be one of .jpg, .png"),
     (["bad", "{root}", "--quality", "0"], 2, "--quality for .jpg must be 1-100"),
+    (["p", "{root}", "--exts", "--list"], 2, "--exts needs at least one extension"),
 ])
 def test_bad_command_lines_give_one_line_and_exit_code(tmp_path, args, code, message):
     root = tmp_path / "images"

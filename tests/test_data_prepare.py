@@ -1,5 +1,6 @@
 """`gluonfuse data prepare`: every source format, round trips to the pixel, meta.json, damaged inputs."""
 import gzip
+import json
 import os
 import pickle
 import tarfile
@@ -214,6 +215,11 @@ def test_prepare_cli_and_read_meta_errors(tmp_path, cli):
     meta = tmp_path / "dg" / "meta.json"
     meta.write_text(meta.read_text().replace('"num_classes": 10', '"num_classes": 11'))
     with pytest.raises(DataError, match="classes must list 11 names"):
+        read_meta(tmp_path / "dg")
+    good = json.loads(meta.read_text().replace('"num_classes": 11', '"num_classes": 10'))
+    good["splits"]["train"]["per_class"] = [str(c) for c in good["splits"]["train"]["per_class"]]
+    meta.write_text(json.dumps(good))
+    with pytest.raises(DataError, match="splits.train.per_class must list 10 counts that add up to 1438"):
         read_meta(tmp_path / "dg")
     meta.write_text("{not json")
     with pytest.raises(DataError, match="cannot read dataset metadata"):

@@ -102,7 +102,10 @@ def build_parser():
 
 
 def normalize_exts_arg(value):
-    return normalize_exts([value])
+    try:
+        return normalize_exts([value])
+    except ValueError as exc:  # argparse shows an ArgumentTypeError's own text, replaces a ValueError's
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv):

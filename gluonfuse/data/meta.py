@@ -124,5 +124,6 @@ def _check(meta, path):
         if not isinstance(s, dict) or not isinstance(s.get("count"), int):
             bad(f"splits.{split} must hold a count")
         pc = s.get("per_class")
-        if not (isinstance(pc, list) and len(pc) == n and sum(pc) == s["count"]):
+        counts_ok = isinstance(pc, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in pc)
+        if not (counts_ok and len(pc) == n and sum(pc) == s["count"]):
             bad(f"splits.{split}.per_class must list {n} counts that add up to {s['count']}")
