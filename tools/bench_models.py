@@ -1,8 +1,8 @@
 """Training and inference speed of a network, side by side with gluoncv, PyTorch or another network.
 
-Training is one forward + backward + NAG update (lr 0.1, momentum 0.9, wd 1e-4) of a fixed random batch;
-inference is one forward in predict mode. Gluon networks are hybridized with static_alloc and
-static_shape. Every contender runs in its own Python process, and the processes take turns (A B, B A, ...);
+Training is the trainer's own step (gluonfuse.train.loop.Step: forward + backward + NAG update, lr 0.1,
+momentum 0.9, wd 1e-4) on a fixed random batch; inference is one forward in predict mode. Gluon
+networks are hybridized with static_alloc and static_shape. Every contender runs in its own Python process, and the processes take turns (A B, B A, ...);
 the table gives the median images/s over rounds, its spread ((max - min) / median) and "row 1 / row":
 the median of the per-round ratios of the first contender's speed to this row's. "cores" is process CPU
 time over wall time. --in-process runs them all in this process instead; do not compare mxnet with
@@ -186,40 +186,35 @@ def _batch(batch_size, input_shape, classes, seed):
 
 
 class GluonContender:
-    """A Gluon HybridBlock (gluonfuse or gluoncv) trained with gluon.Trainer on mxnet contexts."""
+    """A Gluon HybridBlock (gluonfuse or gluoncv) trained with gluonfuse's own training step on mxnet contexts."""
 
     def __init__(self, desc, net, input_shape, classes, ctx_kind, ctx_ids, batch_size, seed):
         import mxnet as mx
         from mxnet import gluon
 
+        from gluonfuse.train.loop import Step, initialize, make_trainer
+        from gluonfuse.train.metrics import as_outputs
+
         self.desc, self.label, self.net = desc, desc["label"], net
-        self.mx, self.autograd = mx, mx.autograd
+        self.mx, self.as_outputs = mx, as_outputs
         ctxs = [getattr(mx, ctx_kind)(i) for i in ctx_ids]
         mx.random.seed(seed)
         # SPEC 1.6 initialisation; it does not change the speed, but keeps the runs comparable
-        net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=ctxs)
+        initialize(net, ctxs)
         net.hybridize(static_alloc=True, static_shape=True)
         x, y = _batch(batch_size, input_shape, classes, seed)
         self.xs = gluon.utils.split_and_load(mx.nd.array(x), ctxs, even_split=False)
         self.ys = gluon.utils.split_and_load(mx.nd.array(y), ctxs, even_split=False)
-        self.loss = gluon.loss.SoftmaxCrossEntropyLoss()
-        self.trainer = gluon.Trainer(net.collect_params(), "nag",
-                                     {"learning_rate": 0.1, "momentum": 0.9, "wd": 1e-4})
+        # the trainer's step: forward, loss, backward and the NAG update of the recipe (SPEC 1.6)
+        self.step = Step(net, make_trainer(net, "nag", 0.1, 1e-4, 0.9, "device"), ctxs)
         self.batch_size = batch_size
 
-    def _outputs(self, x):
-        out = self.net(x)
-        return out if isinstance(out, (list, tuple)) else (out,)  # ensemble returns 8 outputs
-
     def train_step(self):
-        with self.autograd.record():
-            losses = [sum(self.loss(o, y) for o in self._outputs(x)) for x, y in zip(self.xs, self.ys)]
-        self.autograd.backward(losses)
-        self.trainer.step(self.batch_size)
+        self.step(self.xs, self.ys, self.batch_size)
 
     def infer_step(self):
         for x in self.xs:
-            self._outputs(x)
+            self.as_outputs(self.net(x))
 
     def sync(self):
         self.mx.nd.waitall()
