@@ -1,13 +1,14 @@
 """Training and inference speed of a network, side by side with gluoncv, PyTorch or another network.
 
 Training is the trainer's own step (gluonfuse.train.loop.Step: forward + backward + NAG update, lr 0.1,
-momentum 0.9, wd 1e-4) on a fixed random batch; inference is one forward in predict mode. Gluon
-networks are hybridized with static_alloc and static_shape. Every contender runs in its own Python process, and the processes take turns (A B, B A, ...);
-the table gives the median images/s over rounds, its spread ((max - min) / median) and "row 1 / row":
-the median of the per-round ratios of the first contender's speed to this row's. "cores" is process CPU
-time over wall time. --in-process runs them all in this process instead; do not compare mxnet with
-PyTorch that way: their two OpenMP thread pools then compete for the cores (resnet 56 on 2 cores: both
-keep about 1.7 cores busy instead of 2 and train 15-25% slower).
+momentum 0.9, wd 1e-4) on a fixed random batch; inference is one forward in predict mode. Gluon networks
+are hybridized with static_alloc and static_shape. Every contender runs in its own Python process, and
+the processes take turns (A B, B A, ...); the table gives the median images/s over rounds, its spread
+((max - min) / median) and "row 1 / row": the median of the per-round ratios of the first contender's
+speed to this row's. "cores" is process CPU time over wall time. --in-process runs them all in this
+process instead; do not compare mxnet with PyTorch that way: their two OpenMP thread pools then compete
+for the cores (resnet 56 on 2 cores: both keep about 1.7 cores busy instead of 2 and train 15-25%
+slower).
 
 Contenders (--against, comma-separated; 'auto' picks what exists for --network):
   gluoncv        gluoncv's counterpart (cifar_resnet20/56/110_v1 for resnet 20/56/110)
