@@ -298,3 +298,21 @@ def test_digits_is_prepared_on_the_fly_under_data(cli, tmp_path, monkeypatch):
     assert os.path.basename(run_dir) == "cross_d14_w1_digits_1"
     assert os.path.isfile(os.path.join(run_dir, "export", "best-symbol.json"))
     assert "Test error" in result.output
+
+
+def test_count_records_reads_the_index_or_scans_and_reports_damage(tmp_path, pattern_data):
+    import shutil
+
+    from gluonfuse.errors import DataError
+    from gluonfuse.train.data import count_records
+
+    rec = tmp_path / "test.rec"
+    shutil.copy(os.path.join(pattern_data, "test.rec"), rec)
+    assert count_records(str(rec)) == 50  # no .idx: every record scanned
+    shutil.copy(os.path.join(pattern_data, "test.idx"), tmp_path / "test.idx")
+    assert count_records(str(rec)) == 50
+    os.remove(tmp_path / "test.idx")
+    with open(rec, "r+b") as f:  # cut the file inside its last record
+        f.truncate(os.path.getsize(rec) - 10)
+    with pytest.raises(DataError, match="truncated"):
+        count_records(str(rec))

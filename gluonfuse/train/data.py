@@ -102,7 +102,9 @@ def record_iter(rec_path, batch_size, input_shape, mean, std, aug_type=0, shuffl
     if not os.path.isfile(rec_path):
         raise DataError(f"record file not found: {rec_path}")
     c, h, w = input_shape
-    idx = os.path.splitext(rec_path)[0] + ".idx"
+    from gluonfuse.data.recordio import idx_path_for
+
+    idx = idx_path_for(rec_path)
     kwargs = dict(path_imgrec=rec_path, data_shape=(c, h, w), batch_size=batch_size, shuffle=shuffle,
                   seed=int(seed) % (2 ** 31), preprocess_threads=max(1, threads), verbose=False,
                   round_batch=True, prefetch_buffer=4,
@@ -167,16 +169,11 @@ class PadCrop:
 
 
 def count_records(rec_path):
-    """Number of records in a .rec (from its .idx when present, else by scanning)."""
-    idx = os.path.splitext(rec_path)[0] + ".idx"
-    if os.path.isfile(idx):
-        with open(idx) as f:
-            return sum(1 for line in f if line.strip())
-    import mxnet as mx
+    """Number of records in a .rec (from its .idx when present, else by scanning; DataError on damage)."""
+    from gluonfuse.data.recordio import RecordReader, idx_path_for, read_idx
 
-    reader = mx.recordio.MXRecordIO(rec_path, "r")
-    n = 0
-    while reader.read() is not None:
-        n += 1
-    reader.close()
-    return n
+    idx = idx_path_for(rec_path)
+    if os.path.isfile(idx):
+        return len(read_idx(idx))
+    with RecordReader(rec_path) as reader:
+        return sum(1 for _ in reader)
