@@ -262,6 +262,20 @@ def test_a_failing_worker_fails_the_job_with_its_message(pattern_data, tmp_path)
     assert status["state"] == "failed" and "non-finite training loss" in status["message"]
 
 
+def test_workers_without_seed_share_rank_0s_seed(pattern_data, tmp_path):
+    # each worker draws a seed when --seed is not given; the job must train with rank 0's (the one
+    # config.json keeps for --resume) on every rank
+    args = launch_args(pattern_data, str(tmp_path / "runs"), "--epochs", "1", "--kvstore", "dist_sync")
+    at = args.index("--seed")
+    del args[at:at + 2]
+    proc = run_gluonfuse(*args, timeout=300, env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = only_run(str(tmp_path / "runs"))
+    seeds = [re.search(r"start with arguments .*'seed': (\d+)", _read(run_dir, name)).group(1)
+             for name in ("log.txt", "worker-1.log")]
+    assert seeds[0] == seeds[1] == str(json.loads(_read(run_dir, "config.json"))["seed"]), seeds
+
+
 # ---------------------------------------------------------------- fast: definitions and refusals
 
 def test_batch_size_is_global_over_workers_and_devices():

@@ -277,6 +277,10 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
     precision.check_support(config.dtype)
     contexts = cfgmod.make_contexts(config.contexts)
     team = _join(config)
+    if resume is None:
+        # without --seed every worker drew its own seed (resolve_config); the job trains, and
+        # config.json records, rank 0's, so all ranks shuffle alike and --resume reproduces each
+        config.seed = team.broadcast_int("seed", config.seed)
     # one worker prepares an embedded dataset on the fly; the others wait and then read it
     if team.lead:
         config, meta, spec = prepare(config, echo=echo)
