@@ -276,6 +276,49 @@ def test_workers_without_seed_share_rank_0s_seed(pattern_data, tmp_path):
     assert seeds[0] == seeds[1] == str(json.loads(_read(run_dir, "config.json"))["seed"]), seeds
 
 
+def test_a_failing_worker_leaves_in_debug_mode_too(tmp_path):
+    # GLUONFUSE_DEBUG=1 re-raises instead of exiting with a code; a worker must still leave with
+    # os._exit (after the traceback), not wait forever in ps-lite's finalize barrier
+    args = launch_args(str(tmp_path / "missing"), str(tmp_path / "runs"), "--epochs", "1", "--kvstore", "dist_sync")
+    env = dict(os.environ, PYTHONPATH=REPO, GLUONFUSE_DEBUG="1", **ONE_THREAD)
+    proc = subprocess.Popen([sys.executable, "-m", "gluonfuse", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # the launcher stops the job's processes (a kill would orphan them)
+            proc.communicate(timeout=30)
+    assert proc.returncode == 1, output
+    assert "Traceback" in output and "dataset directory not found" in output, output
+    assert "exited with code 1" in output, output
+
+
+def test_run_worker_leaves_on_every_failure(monkeypatch, capsys):
+    from gluonfuse.train import dist
+
+    left = []
+
+    def leave(code):
+        left.append(code)
+
+    monkeypatch.setattr(dist, "leave", leave)
+    assert dist.run_worker(lambda: 7) == 7 and left == []
+    with pytest.raises(SystemExit):
+        dist.run_worker(sys.exit, 0)
+    assert left == []
+    for code, want in ((2, 2), ("bad input", 1)):
+        dist.run_worker(sys.exit, code)
+        assert left.pop() == want
+    assert "bad input" in capsys.readouterr().err
+
+    def fail():
+        raise RuntimeError("boom")
+
+    dist.run_worker(fail)
+    assert left == [1] and "RuntimeError: boom" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- fast: definitions and refusals
 
 def test_batch_size_is_global_over_workers_and_devices():

@@ -98,19 +98,13 @@ def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume,
         return
     if os.environ.get("DMLC_ROLE") != "worker":
         return _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options)
-    from gluonfuse.train.dist import leave
-
     # a worker of a distributed job must never exit normally after a failure: ps-lite's finalize
     # barrier would wait forever for the other workers, and the launcher could not see the failure
     from gluonfuse.cli import run_guarded
+    from gluonfuse.train.dist import run_worker
 
-    try:
-        run_guarded(_train, network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code:
-            leave(code)
-        raise
+    run_worker(run_guarded, _train, network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet,
+               **options)
 
 
 def _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
