@@ -107,10 +107,20 @@ def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume,
                **options)
 
 
+def _check_arg_keys(model_kwargs):
+    """ValueError when an ``--arg KEY=VALUE`` names one of train's own options (e.g. ``dataset``)."""
+    network_args = ("depth", "widen_factor", "classes", "extra")  # --depth etc. are network arguments
+    flags = {p.name: p.opts[0] for p in train_cmd.params if p.opts and p.name not in network_args}
+    for key in sorted(model_kwargs):
+        if key in flags:
+            raise ValueError(f"--arg cannot set {key!r}; use {flags[key]}")
+
+
 def _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
     from gluonfuse.train import config as cfgmod
     from gluonfuse.train.loop import train
 
+    _check_arg_keys(model_kwargs)
     if resume:
         given = [name for name, value in dict(options, network=network, dataset=dataset, data_dir=data_dir,
                                               recipe=recipe, **model_kwargs).items()
