@@ -332,6 +332,16 @@ def test_batch_size_is_global_over_workers_and_devices():
     assert [shard_range(70, 4, r) for r in range(4)] == [(0, 18), (18, 36), (36, 54), (54, 70)]
 
 
+def test_steps_and_kvstore_names_have_one_definition():
+    from gluonfuse.train.config import KVSTORES
+    from gluonfuse.train.dist import DIST_KVSTORES, is_distributed, job_size, steps_per_epoch
+
+    assert [steps_per_epoch(n, 32) for n in (1, 32, 160, 161)] == [1, 1, 5, 6]
+    assert [k for k in KVSTORES if is_distributed(k)] == list(DIST_KVSTORES)
+    with pytest.raises(ValueError, match="use --kvstore dist_sync, dist_device_sync or dist_async"):
+        job_size("local", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "2"})
+
+
 def test_parts_of_a_rec_are_disjoint_and_complete(pattern_data):
     from gluonfuse.train.data import record_iter
     from gluonfuse.train.dist import shard_range

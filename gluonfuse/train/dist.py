@@ -73,8 +73,8 @@ def job_size(kvstore, environ=None):
         return workers
     if role == "worker" and int(environ.get("DMLC_NUM_WORKER", "1") or 1) > 1:
         raise ValueError(f"this process is one of {environ['DMLC_NUM_WORKER']} workers of a distributed job, but "
-                         f"--kvstore {kvstore} trains on one machine; use --kvstore dist_sync, dist_device_sync "
-                         "or dist_async")
+                         f"--kvstore {kvstore} trains on one machine; use --kvstore "
+                         f"{', '.join(DIST_KVSTORES[:-1])} or {DIST_KVSTORES[-1]}")
     return 1
 
 
@@ -103,6 +103,7 @@ def shard_range(records, parts, index):
 
 
 def steps_per_epoch(records, batch_size):
+    """Steps of an epoch over ``records`` with a global ``batch_size`` (the last batch wrapped or padded)."""
     return math.ceil(records / batch_size)
 
 
