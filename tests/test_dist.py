@@ -262,6 +262,63 @@ def test_a_failing_worker_fails_the_job_with_its_message(pattern_data, tmp_path)
     assert status["state"] == "failed" and "non-finite training loss" in status["message"]
 
 
+def test_workers_without_seed_share_rank_0s_seed(pattern_data, tmp_path):
+    # each worker draws a seed when --seed is not given; the job must train with rank 0's (the one
+    # config.json keeps for --resume) on every rank
+    args = launch_args(pattern_data, str(tmp_path / "runs"), "--epochs", "1", "--kvstore", "dist_sync")
+    at = args.index("--seed")
+    del args[at:at + 2]
+    proc = run_gluonfuse(*args, timeout=300, env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = only_run(str(tmp_path / "runs"))
+    seeds = [re.search(r"start with arguments .*'seed': (\d+)", _read(run_dir, name)).group(1)
+             for name in ("log.txt", "worker-1.log")]
+    assert seeds[0] == seeds[1] == str(json.loads(_read(run_dir, "config.json"))["seed"]), seeds
+
+
+def test_a_failing_worker_leaves_in_debug_mode_too(tmp_path):
+    # GLUONFUSE_DEBUG=1 re-raises instead of exiting with a code; a worker must still leave with
+    # os._exit (after the traceback), not wait forever in ps-lite's finalize barrier
+    args = launch_args(str(tmp_path / "missing"), str(tmp_path / "runs"), "--epochs", "1", "--kvstore", "dist_sync")
+    env = dict(os.environ, PYTHONPATH=REPO, GLUONFUSE_DEBUG="1", **ONE_THREAD)
+    proc = subprocess.Popen([sys.executable, "-m", "gluonfuse", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # the launcher stops the job's processes (a kill would orphan them)
+            proc.communicate(timeout=30)
+    assert proc.returncode == 1, output
+    assert "Traceback" in output and "dataset directory not found" in output, output
+    assert "exited with code 1" in output, output
+
+
+def test_run_worker_leaves_on_every_failure(monkeypatch, capsys):
+    from gluonfuse.train import dist
+
+    left = []
+
+    def leave(code):
+        left.append(code)
+
+    monkeypatch.setattr(dist, "leave", leave)
+    assert dist.run_worker(lambda: 7) == 7 and left == []
+    with pytest.raises(SystemExit):
+        dist.run_worker(sys.exit, 0)
+    assert left == []
+    for code, want in ((2, 2), ("bad input", 1)):
+        dist.run_worker(sys.exit, code)
+        assert left.pop() == want
+    assert "bad input" in capsys.readouterr().err
+
+    def fail():
+        raise RuntimeError("boom")
+
+    dist.run_worker(fail)
+    assert left == [1] and "RuntimeError: boom" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- fast: definitions and refusals
 
 def test_batch_size_is_global_over_workers_and_devices():
@@ -273,6 +330,16 @@ def test_batch_size_is_global_over_workers_and_devices():
     with pytest.raises(ValueError, match="fewer than its 4 devices"):
         worker_batch(4, 2, 4)
     assert [shard_range(70, 4, r) for r in range(4)] == [(0, 18), (18, 36), (36, 54), (54, 70)]
+
+
+def test_steps_and_kvstore_names_have_one_definition():
+    from gluonfuse.train.config import KVSTORES
+    from gluonfuse.train.dist import DIST_KVSTORES, is_distributed, job_size, steps_per_epoch
+
+    assert [steps_per_epoch(n, 32) for n in (1, 32, 160, 161)] == [1, 1, 5, 6]
+    assert [k for k in KVSTORES if is_distributed(k)] == list(DIST_KVSTORES)
+    with pytest.raises(ValueError, match="use --kvstore dist_sync, dist_device_sync or dist_async"):
+        job_size("local", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "2"})
 
 
 def test_parts_of_a_rec_are_disjoint_and_complete(pattern_data):

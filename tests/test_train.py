@@ -197,6 +197,20 @@ def test_eval_and_train_bad_arguments(cli, tmp_path, trained_run):
     assert result.exit_code == 2 and "--network" in result.output
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--resume", "{run}", "--arg", "dataset=x"], "--arg cannot set 'dataset'; use --dataset"),
+    (["--resume", "{run}", "--arg", "data-dir=x"], "--arg cannot set 'data_dir'; use --data-dir"),
+    (["--network", "cross", "--arg", "network=resnet"], "--arg cannot set 'network'; use --network"),
+    (["--network", "cross", "--arg", "lr=0.5"], "--arg cannot set 'lr'; use --lr"),
+    (["--network", "cross", "--arg", "preprocess_threads=4"], "--arg cannot set 'preprocess_threads'; use --threads"),
+])
+def test_arg_cannot_set_a_train_option(cli, tmp_path, args, message):
+    result = cli("train", *[a.format(run=tmp_path) for a in args], "--out", str(tmp_path / "runs"))
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"Error: {message}"], result.output
+    assert not os.path.exists(tmp_path / "runs")
+
+
 @pytest.mark.parametrize("command", ["train", "eval", "predict"])
 def test_help(cli, command):
     result = cli(command, "--help")

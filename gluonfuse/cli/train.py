@@ -98,25 +98,29 @@ def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume,
         return
     if os.environ.get("DMLC_ROLE") != "worker":
         return _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options)
-    from gluonfuse.train.dist import leave
-
     # a worker of a distributed job must never exit normally after a failure: ps-lite's finalize
     # barrier would wait forever for the other workers, and the launcher could not see the failure
     from gluonfuse.cli import run_guarded
+    from gluonfuse.train.dist import run_worker
 
-    try:
-        run_guarded(_train, network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code:
-            leave(code)
-        raise
+    run_worker(run_guarded, _train, network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet,
+               **options)
+
+
+def _check_arg_keys(model_kwargs):
+    """ValueError when an ``--arg KEY=VALUE`` names one of train's own options (e.g. ``dataset``)."""
+    network_args = ("depth", "widen_factor", "classes", "extra")  # --depth etc. are network arguments
+    flags = {p.name: p.opts[0] for p in train_cmd.params if p.opts and p.name not in network_args}
+    for key in sorted(model_kwargs):
+        if key in flags:
+            raise ValueError(f"--arg cannot set {key!r}; use {flags[key]}")
 
 
 def _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
     from gluonfuse.train import config as cfgmod
     from gluonfuse.train.loop import train
 
+    _check_arg_keys(model_kwargs)
     if resume:
         given = [name for name, value in dict(options, network=network, dataset=dataset, data_dir=data_dir,
                                               recipe=recipe, **model_kwargs).items()

@@ -76,7 +76,7 @@ OPTIMIZERS = ("nag", "sgd", "adam")
 AUG_TYPES = (0, 1, 2)
 # one machine: gradients aggregated on a device (device) or on the CPU (local); nccl for CUDA builds;
 # several machines: MXNet's parameter server (gluonfuse launch), see gluonfuse.train.dist
-KVSTORES = ("device", "local", "nccl", "dist_sync", "dist_device_sync", "dist_async")
+KVSTORES = ("device", "local", "nccl") + dist.DIST_KVSTORES
 
 
 def get_recipe(name):

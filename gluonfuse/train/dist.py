@@ -32,8 +32,9 @@ and learns its rank from the kvstore. What the trainer's numbers mean in a job:
   be a filesystem every worker sees (checkpoints are read by every worker on ``--resume``).
 
 Failure: a worker that exits normally after a peer died waits forever in ps-lite's finalize barrier,
-so in a job the CLI leaves with ``os._exit`` on any error (:func:`leave`), and SIGTERM/SIGINT end the
-process at once (:class:`HardExit`), even while it is blocked inside a kvstore call.
+so in a job the CLI leaves with ``os._exit`` on any error (:func:`run_worker`, :func:`leave`), and
+SIGTERM/SIGINT end the process at once (:class:`HardExit`), even while it is blocked inside a kvstore
+call.
 """
 import hashlib
 import math
@@ -41,6 +42,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 
 import numpy as np
 
@@ -71,8 +73,8 @@ def job_size(kvstore, environ=None):
         return workers
     if role == "worker" and int(environ.get("DMLC_NUM_WORKER", "1") or 1) > 1:
         raise ValueError(f"this process is one of {environ['DMLC_NUM_WORKER']} workers of a distributed job, but "
-                         f"--kvstore {kvstore} trains on one machine; use --kvstore dist_sync, dist_device_sync "
-                         "or dist_async")
+                         f"--kvstore {kvstore} trains on one machine; use --kvstore "
+                         f"{', '.join(DIST_KVSTORES[:-1])} or {DIST_KVSTORES[-1]}")
     return 1
 
 
@@ -101,6 +103,7 @@ def shard_range(records, parts, index):
 
 
 def steps_per_epoch(records, batch_size):
+    """Steps of an epoch over ``records`` with a global ``batch_size`` (the last batch wrapped or padded)."""
     return math.ceil(records / batch_size)
 
 
@@ -320,6 +323,26 @@ def leave(code):
             pass
     logging.shutdown()
     os._exit(code)
+
+
+def run_worker(fn, *args, **kwargs):
+    """Call ``fn`` in a worker of a distributed job: whatever ends it but success ends the process.
+
+    A ``SystemExit`` with a non-zero code leaves with that code (its message printed, if it has
+    one); any other exception (e.g. one re-raised for ``GLUONFUSE_DEBUG=1``) prints its traceback
+    and leaves with 1. :func:`leave` never returns: a normal exit would hang for the dead peers.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except SystemExit as exc:
+        if exc.code is None or exc.code == 0:
+            raise
+        if not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+        leave(exc.code if isinstance(exc.code, int) else 1)
+    except BaseException:  # noqa: B036 - ends the process; nothing may pass here to a normal exit
+        traceback.print_exc()
+        leave(1)
 
 
 class HardExit:

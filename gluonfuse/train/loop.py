@@ -15,7 +15,6 @@ trainable parameter (weights, biases, gamma, beta), as in the authors' ``Nestero
 """
 import dataclasses
 import logging
-import math
 import os
 import signal
 import threading
@@ -277,6 +276,10 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
     precision.check_support(config.dtype)
     contexts = cfgmod.make_contexts(config.contexts)
     team = _join(config)
+    if resume is None:
+        # without --seed every worker drew its own seed (resolve_config); the job trains, and
+        # config.json records, rank 0's, so all ranks shuffle alike and --resume reproduces each
+        config.seed = team.broadcast_int("seed", config.seed)
     # one worker prepares an embedded dataset on the fly; the others wait and then read it
     if team.lead:
         config, meta, spec = prepare(config, echo=echo)
@@ -385,9 +388,9 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
     n_train, n_test = count_records(train_rec), count_records(test_rec)
     stored = min(meta["image_shape"][1:]) if meta.get("image_shape") else None
     workers, rank = team.size, team.rank
-    batch_size = config.batch_size // workers  # this worker's records per step
+    batch_size = dist.worker_batch(config.batch_size, workers, len(contexts))  # this worker's records per step
     test_batch_size = max(len(contexts), -(-config.test_batch_size // workers))
-    steps = math.ceil(n_train / config.batch_size)
+    steps = dist.steps_per_epoch(n_train, config.batch_size)
     train_part, test_part = dist.shard_range(n_train, workers, rank), dist.shard_range(n_test, workers, rank)
     if dist.shard_range(n_train, workers, workers - 1)[0] >= n_train:
         raise DataError(f"{train_rec}: {n_train} records are too few to split between {workers} workers")
