@@ -262,6 +262,7 @@ def test_a_failing_worker_fails_the_job_with_its_message(pattern_data, tmp_path)
     assert status["state"] == "failed" and "non-finite training loss" in status["message"]
 
 
+@pytest.mark.slow
 def test_workers_without_seed_share_rank_0s_seed(pattern_data, tmp_path):
     # each worker draws a seed when --seed is not given; the job must train with rank 0's (the one
     # config.json keeps for --resume) on every rank
@@ -276,6 +277,7 @@ def test_workers_without_seed_share_rank_0s_seed(pattern_data, tmp_path):
     assert seeds[0] == seeds[1] == str(json.loads(_read(run_dir, "config.json"))["seed"]), seeds
 
 
+@pytest.mark.slow
 def test_a_failing_worker_leaves_in_debug_mode_too(tmp_path):
     # GLUONFUSE_DEBUG=1 re-raises instead of exiting with a code; a worker must still leave with
     # os._exit (after the traceback), not wait forever in ps-lite's finalize barrier
