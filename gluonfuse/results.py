@@ -233,11 +233,21 @@ def stats(values, median_at):
     return Stats(values[median_at], mean, std, min(values))
 
 
+def split_by(by):
+    """Grouping keys as a list: ``'network, depth'`` -> ``['network', 'depth']``; lists pass as given.
+
+    Only splits; :func:`check_by` (through :func:`group_runs`) decides which keys exist.
+    """
+    if isinstance(by, str):
+        return [b.strip() for b in by.split(",") if b.strip()]
+    return list(by)
+
+
 def check_by(by, runs=()):
     """Validate grouping keys: the standard four or any key of the runs' configurations."""
-    if isinstance(by, str):
-        by = [b.strip() for b in by.split(",") if b.strip()]
-    by = list(by)
+    by = split_by(by)
+    if not by:
+        raise ValueError("--by needs at least one key, e.g. --by network")
     known = set(GROUP_KEYS)
     for run in runs:
         known.update(run.config)
@@ -257,7 +267,11 @@ def _sort_key(key):
 
 
 def group_runs(runs, by=DEFAULT_BY):
-    """Summaries of ``runs`` grouped by the keys ``by``, in sorted key order."""
+    """Summaries of ``runs`` grouped by the keys ``by``, in sorted key order.
+
+    This is where ``by`` is validated (against the standard keys and the runs' configurations);
+    :func:`format_groups` and :func:`plot_groups` take the same ``by`` as given.
+    """
     by = check_by(by, runs)
     groups = {}
     for run in runs:
@@ -283,10 +297,13 @@ def _cell(value):
 
 
 def format_groups(groups, by, fmt="table"):
-    """The groups as an aligned text table, CSV (numbers in percent) or a Markdown table."""
+    """The groups as an aligned text table, CSV (numbers in percent) or a Markdown table.
+
+    ``by`` is the grouping the groups were made with (:func:`group_runs` validated it).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    by = check_by(by)
+    by = split_by(by)
     if fmt == "csv":
         import io
 
@@ -365,8 +382,11 @@ def saved_figure(out, **subplots):
 
 
 def plot_groups(groups, by, out):
-    """Test error (%) per epoch for each group: the median run's curve, a band from min to max."""
-    by = check_by(by)
+    """Test error (%) per epoch for each group: the median run's curve, a band from min to max.
+
+    ``by`` is the grouping the groups were made with (:func:`group_runs` validated it).
+    """
+    by = split_by(by)
     with saved_figure(out, figsize=(8, 5)) as (fig, ax):
         import matplotlib.ticker
 

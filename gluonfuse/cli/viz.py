@@ -75,10 +75,8 @@ def results(runs_dir, by, fmt, plot):
     if not finished:
         click.echo(warning, err=True, nl=False)
         raise DataError(f"no finished runs under {runs_dir} ({len(skipped)} skipped, listed above)")
-    by = res.check_by(by, finished)
-    if not by:
-        raise ValueError("--by needs at least one key, e.g. --by network")
-    groups = res.group_runs(finished, by)
+    by = res.split_by(by)
+    groups = res.group_runs(finished, by)  # validates by against these runs' configurations
     click.echo(res.format_groups(groups, by, fmt), nl=False)
     if warning:
         click.echo("\n" + warning, err=True, nl=False)
