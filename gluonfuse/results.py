@@ -1,7 +1,8 @@
 """Compare repeated runs: final errors as median (mean ± std, best), and test-error curves.
 
 Reads run directories written by ``gluonfuse train`` (``config.json``, ``metrics.csv``,
-``status.json``; see the run-directory contract), without mxnet. The statistics follow the authors'
+``status.json``; the contract and the metrics columns are :mod:`gluonfuse.train.rundir`'s), without
+mxnet. The statistics follow the authors'
 ``get_results.py`` (zlmzju/fusenet), so figures compare with the papers' tables:
 
 * the *median run* is the run whose final test error is the median; with an even number of runs it
@@ -12,7 +13,9 @@ Reads run directories written by ``gluonfuse train`` (``config.json``, ``metrics
   lowest final error of any run. Errors are shown in percent.
 
 Unfinished, failed or corrupt runs are not silently dropped: :func:`scan_runs` returns them with the
-reason, and the CLI lists them. :func:`read_run` is the file reader ``gluonfuse analyze`` shares.
+reason, and the CLI lists them. :func:`read_run` checks every file strictly, for statistics (a bad
+cell is a DataError naming the file and line); ``gluonfuse analyze``, ``eval`` and ``predict``, which
+need one run's configuration and checkpoints, read it with :func:`gluonfuse.train.rundir.load_run`.
 """
 import contextlib
 import csv
@@ -21,10 +24,9 @@ import math
 import os
 
 from gluonfuse.errors import DataError, did_you_mean
+from gluonfuse.train.rundir import METRIC_COLUMNS  # the columns 'gluonfuse train' writes (no mxnet import)
 
 RUN_FILES = ("config.json", "metrics.csv", "status.json")
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_error", "train_top5_error", "test_loss",
-                  "test_error", "test_top5_error", "images_per_sec", "seconds")
 REQUIRED_COLUMNS = ("epoch", "train_error", "test_error")
 ERROR_COLUMNS = ("train_error", "train_top5_error", "test_error", "test_top5_error")
 # --by names -> where they live in config.json; any other config or model_kwargs key works too

@@ -3,10 +3,13 @@ import csv
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_gluonfuse
+from conftest import REPO, run_gluonfuse
 from gluonfuse import results as res
 from gluonfuse.errors import DataError
 
@@ -58,6 +61,25 @@ def runs(tmp_path):
     (root / "notes").mkdir()  # not a run: ignored
     (root / "notes" / "todo.txt").write_text("x")
     return root
+
+
+def test_metric_columns_are_the_run_directory_contract(tmp_path):
+    """results reads the very columns train writes: one definition, in gluonfuse.train.rundir."""
+    from gluonfuse.train import rundir
+
+    assert res.METRIC_COLUMNS is rundir.METRIC_COLUMNS
+    assert HEADER.split(",") == list(rundir.METRIC_COLUMNS)
+    with pytest.raises(DataError, match="expected the header " + HEADER):
+        res.read_run(str(make_run(tmp_path, "empty", [0.1], metrics_text="")))
+
+
+def test_importing_results_loads_neither_mxnet_nor_matplotlib():
+    code = ("import sys, gluonfuse.results; "
+            "print(sorted(m for m in ('mxnet', 'matplotlib') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_median_index_follows_the_authors():
