@@ -17,13 +17,13 @@ reason, and the CLI lists them. :func:`read_run` checks every file strictly, for
 cell is a DataError naming the file and line); ``gluonfuse analyze``, ``eval`` and ``predict``, which
 need one run's configuration and checkpoints, read it with :func:`gluonfuse.train.rundir.load_run`.
 """
-import contextlib
 import csv
 import dataclasses
 import math
 import os
 
 from gluonfuse.errors import DataError, did_you_mean
+from gluonfuse.io import read_json, saved_figure
 from gluonfuse.train.rundir import METRIC_COLUMNS  # the columns 'gluonfuse train' writes (no mxnet import)
 
 RUN_FILES = ("config.json", "metrics.csv", "status.json")
@@ -34,7 +34,6 @@ GROUP_KEYS = {"network": ("network",), "depth": ("model_kwargs", "depth"),
               "widen": ("model_kwargs", "widen_factor"), "dataset": ("dataset",)}
 DEFAULT_BY = ("network", "depth", "widen", "dataset")
 FORMATS = ("table", "csv", "markdown")
-PLOT_FORMATS = ("png", "svg", "pdf")
 
 
 @dataclasses.dataclass
@@ -124,8 +123,6 @@ def _metric_row(path, line, cells):
 
 def read_run(path):
     """Read run directory ``path``; a missing or malformed file is a :class:`DataError` naming it."""
-    from gluonfuse.io import read_json
-
     config = read_json(os.path.join(path, "config.json"), "run configuration")
     status = read_json(os.path.join(path, "status.json"), "run status")
     for name, obj in (("config.json", config), ("status.json", status)):
@@ -350,37 +347,6 @@ def group_label(group, by):
         else:
             parts.append(_cell(v) if k in ("network", "dataset") else f"{k}={_cell(v)}")
     return " ".join(parts) + f" (n={len(group.runs)})"
-
-
-def plot_format(out):
-    """The picture format of plot file ``out`` (its suffix); ValueError for others."""
-    ext = os.path.splitext(out)[1][1:].lower()
-    if ext not in PLOT_FORMATS:
-        raise ValueError(f"cannot plot to {out!r}: choose a file ending in "
-                         + ", ".join("." + f for f in PLOT_FORMATS))
-    return ext
-
-
-@contextlib.contextmanager
-def saved_figure(out, **subplots):
-    """``(fig, axes)`` of a headless matplotlib figure, saved to ``out`` (format from its suffix) when
-    the block ends without an error; written atomically, and the figure is always closed."""
-    ext = plot_format(out)
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: never a window
-    import matplotlib.pyplot as plt
-
-    from gluonfuse.io import atomic_path
-
-    fig, axes = plt.subplots(**subplots)
-    try:
-        yield fig, axes
-        fig.tight_layout()
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=ext, dpi=120)
-    finally:
-        plt.close(fig)
 
 
 def plot_groups(groups, by, out):

@@ -67,9 +67,10 @@ def results(runs_dir, by, fmt, plot):
       gluonfuse results runs/ --by network,dataset --format markdown --plot curves.png
     """
     from gluonfuse import results as res
+    from gluonfuse.io import plot_format
 
     if plot:
-        res.plot_format(plot)  # a bad name fails before any work
+        plot_format(plot)  # a bad name fails before any work
     finished, skipped = res.scan_runs(runs_dir)
     warning = res.format_skipped(skipped)
     if not finished:
