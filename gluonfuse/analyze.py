@@ -62,6 +62,7 @@ import mxnet as mx
 from mxnet.gluon import nn
 
 from gluonfuse.errors import DataError
+from gluonfuse.io import saved_figure
 from gluonfuse.models import get_entry
 from gluonfuse.models.fusion import DeepShallowBlock, InceptionLikeBlock, MergeRunBlock, ResidualBlock
 
@@ -617,8 +618,6 @@ def write_outputs(analysis, out_dir, plot=None):
 
 def plot_analysis(analysis, out):
     """Component accuracy against depth (members, columns) or the lesion curves, plus path lengths."""
-    from gluonfuse.results import saved_figure
-
     rows = analysis["components"]
     full_acc = 100 * (1 - rows[0]["error"])
     lesion = analysis["kind"] == "lesion"

@@ -1,4 +1,7 @@
-"""Small file helpers every module shares: outputs appear whole or not at all."""
+"""Small file helpers every module shares: outputs appear whole or not at all.
+
+Nothing here imports matplotlib (or mxnet) at module level; :func:`saved_figure` imports it when used.
+"""
 import contextlib
 import json
 import os
@@ -66,3 +69,39 @@ def text_lines(path, what="file"):
         for number, line in enumerate(f, 1):
             if line.strip():
                 yield number, line
+
+
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
+def plot_format(out):
+    """The picture format of plot file ``out`` (its suffix); ValueError for others."""
+    ext = os.path.splitext(out)[1][1:].lower()
+    if ext not in PLOT_FORMATS:
+        raise ValueError(f"cannot plot to {out!r}: choose a file ending in "
+                         + ", ".join("." + f for f in PLOT_FORMATS))
+    return ext
+
+
+@contextlib.contextmanager
+def saved_figure(out, **subplots):
+    """``(fig, axes)`` of a headless matplotlib figure (``plt.subplots(**subplots)``), saved to ``out``
+    (format from its suffix, see :func:`plot_format`) when the block ends without an error.
+
+    The file is written atomically (:func:`atomic_path`); the figure is closed in every case, also
+    when the block or the saving raises.
+    """
+    ext = plot_format(out)
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never a window
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(**subplots)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format=ext, dpi=120)
+    finally:
+        plt.close(fig)

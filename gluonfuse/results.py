@@ -1,7 +1,8 @@
 """Compare repeated runs: final errors as median (mean ± std, best), and test-error curves.
 
 Reads run directories written by ``gluonfuse train`` (``config.json``, ``metrics.csv``,
-``status.json``; see the run-directory contract), without mxnet. The statistics follow the authors'
+``status.json``; the contract and the metrics columns are :mod:`gluonfuse.train.rundir`'s), without
+mxnet. The statistics follow the authors'
 ``get_results.py`` (zlmzju/fusenet), so figures compare with the papers' tables:
 
 * the *median run* is the run whose final test error is the median; with an even number of runs it
@@ -12,19 +13,20 @@ Reads run directories written by ``gluonfuse train`` (``config.json``, ``metrics
   lowest final error of any run. Errors are shown in percent.
 
 Unfinished, failed or corrupt runs are not silently dropped: :func:`scan_runs` returns them with the
-reason, and the CLI lists them. :func:`read_run` is the file reader ``gluonfuse analyze`` shares.
+reason, and the CLI lists them. :func:`read_run` checks every file strictly, for statistics (a bad
+cell is a DataError naming the file and line); ``gluonfuse analyze``, ``eval`` and ``predict``, which
+need one run's configuration and checkpoints, read it with :func:`gluonfuse.train.rundir.load_run`.
 """
-import contextlib
 import csv
 import dataclasses
 import math
 import os
 
 from gluonfuse.errors import DataError, did_you_mean
+from gluonfuse.io import read_json, saved_figure
+from gluonfuse.train.rundir import METRIC_COLUMNS  # the columns 'gluonfuse train' writes (no mxnet import)
 
 RUN_FILES = ("config.json", "metrics.csv", "status.json")
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_error", "train_top5_error", "test_loss",
-                  "test_error", "test_top5_error", "images_per_sec", "seconds")
 REQUIRED_COLUMNS = ("epoch", "train_error", "test_error")
 ERROR_COLUMNS = ("train_error", "train_top5_error", "test_error", "test_top5_error")
 # --by names -> where they live in config.json; any other config or model_kwargs key works too
@@ -32,7 +34,6 @@ GROUP_KEYS = {"network": ("network",), "depth": ("model_kwargs", "depth"),
               "widen": ("model_kwargs", "widen_factor"), "dataset": ("dataset",)}
 DEFAULT_BY = ("network", "depth", "widen", "dataset")
 FORMATS = ("table", "csv", "markdown")
-PLOT_FORMATS = ("png", "svg", "pdf")
 
 
 @dataclasses.dataclass
@@ -122,8 +123,6 @@ def _metric_row(path, line, cells):
 
 def read_run(path):
     """Read run directory ``path``; a missing or malformed file is a :class:`DataError` naming it."""
-    from gluonfuse.io import read_json
-
     config = read_json(os.path.join(path, "config.json"), "run configuration")
     status = read_json(os.path.join(path, "status.json"), "run status")
     for name, obj in (("config.json", config), ("status.json", status)):
@@ -233,11 +232,21 @@ def stats(values, median_at):
     return Stats(values[median_at], mean, std, min(values))
 
 
+def split_by(by):
+    """Grouping keys as a list: ``'network, depth'`` -> ``['network', 'depth']``; lists pass as given.
+
+    Only splits; :func:`check_by` (through :func:`group_runs`) decides which keys exist.
+    """
+    if isinstance(by, str):
+        return [b.strip() for b in by.split(",") if b.strip()]
+    return list(by)
+
+
 def check_by(by, runs=()):
     """Validate grouping keys: the standard four or any key of the runs' configurations."""
-    if isinstance(by, str):
-        by = [b.strip() for b in by.split(",") if b.strip()]
-    by = list(by)
+    by = split_by(by)
+    if not by:
+        raise ValueError("--by needs at least one key, e.g. --by network")
     known = set(GROUP_KEYS)
     for run in runs:
         known.update(run.config)
@@ -257,7 +266,11 @@ def _sort_key(key):
 
 
 def group_runs(runs, by=DEFAULT_BY):
-    """Summaries of ``runs`` grouped by the keys ``by``, in sorted key order."""
+    """Summaries of ``runs`` grouped by the keys ``by``, in sorted key order.
+
+    This is where ``by`` is validated (against the standard keys and the runs' configurations);
+    :func:`format_groups` and :func:`plot_groups` take the same ``by`` as given.
+    """
     by = check_by(by, runs)
     groups = {}
     for run in runs:
@@ -283,10 +296,13 @@ def _cell(value):
 
 
 def format_groups(groups, by, fmt="table"):
-    """The groups as an aligned text table, CSV (numbers in percent) or a Markdown table."""
+    """The groups as an aligned text table, CSV (numbers in percent) or a Markdown table.
+
+    ``by`` is the grouping the groups were made with (:func:`group_runs` validated it).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    by = check_by(by)
+    by = split_by(by)
     if fmt == "csv":
         import io
 
@@ -333,40 +349,12 @@ def group_label(group, by):
     return " ".join(parts) + f" (n={len(group.runs)})"
 
 
-def plot_format(out):
-    """The picture format of plot file ``out`` (its suffix); ValueError for others."""
-    ext = os.path.splitext(out)[1][1:].lower()
-    if ext not in PLOT_FORMATS:
-        raise ValueError(f"cannot plot to {out!r}: choose a file ending in "
-                         + ", ".join("." + f for f in PLOT_FORMATS))
-    return ext
-
-
-@contextlib.contextmanager
-def saved_figure(out, **subplots):
-    """``(fig, axes)`` of a headless matplotlib figure, saved to ``out`` (format from its suffix) when
-    the block ends without an error; written atomically, and the figure is always closed."""
-    ext = plot_format(out)
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: never a window
-    import matplotlib.pyplot as plt
-
-    from gluonfuse.io import atomic_path
-
-    fig, axes = plt.subplots(**subplots)
-    try:
-        yield fig, axes
-        fig.tight_layout()
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=ext, dpi=120)
-    finally:
-        plt.close(fig)
-
-
 def plot_groups(groups, by, out):
-    """Test error (%) per epoch for each group: the median run's curve, a band from min to max."""
-    by = check_by(by)
+    """Test error (%) per epoch for each group: the median run's curve, a band from min to max.
+
+    ``by`` is the grouping the groups were made with (:func:`group_runs` validated it).
+    """
+    by = split_by(by)
     with saved_figure(out, figsize=(8, 5)) as (fig, ax):
         import matplotlib.ticker
 

@@ -3,10 +3,13 @@ import csv
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 
-from conftest import run_gluonfuse
+from conftest import REPO, run_gluonfuse
 from gluonfuse import results as res
 from gluonfuse.errors import DataError
 
@@ -58,6 +61,25 @@ def runs(tmp_path):
     (root / "notes").mkdir()  # not a run: ignored
     (root / "notes" / "todo.txt").write_text("x")
     return root
+
+
+def test_metric_columns_are_the_run_directory_contract(tmp_path):
+    """results reads the very columns train writes: one definition, in gluonfuse.train.rundir."""
+    from gluonfuse.train import rundir
+
+    assert res.METRIC_COLUMNS is rundir.METRIC_COLUMNS
+    assert HEADER.split(",") == list(rundir.METRIC_COLUMNS)
+    with pytest.raises(DataError, match="expected the header " + HEADER):
+        res.read_run(str(make_run(tmp_path, "empty", [0.1], metrics_text="")))
+
+
+def test_importing_results_loads_neither_mxnet_nor_matplotlib():
+    code = ("import sys, gluonfuse.results; "
+            "print(sorted(m for m in ('mxnet', 'matplotlib') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_median_index_follows_the_authors():
@@ -166,6 +188,7 @@ def test_results_plot(cli, runs, tmp_path):
     (["--by", "netwrk"], 2, "Did you mean 'network'"),
     (["--plot", "curves.bmp"], 2, "choose a file ending in .png, .svg, .pdf"),
     (["--format", "xls"], 2, "Invalid value for '--format'"),
+    (["--by", ","], 2, "--by needs at least one key"),
 ])
 def test_results_bad_arguments(cli, runs, args, code, message):
     result = cli("results", runs, *args)
@@ -187,6 +210,45 @@ def test_results_without_finished_runs(cli, tmp_path):
     assert result.exit_code == 1 and "no run directories" in result.stderr
     result = cli("results", tmp_path / "missing")
     assert result.exit_code == 2
+
+
+def test_format_and_plot_take_any_grouping_key(tmp_path):
+    """Keys beyond the standard four (validated by group_runs) are not rejected by the formatters."""
+    root = tmp_path / "runs"
+    make_run(root, "a", [0.2, 0.1], lr=0.1)
+    make_run(root, "b", [0.2, 0.3], lr=0.05)
+    finished, _ = res.scan_runs(str(root))
+    groups = res.group_runs(finished, "lr,aug_type")
+    lines = res.format_groups(groups, "lr,aug_type").splitlines()
+    assert lines[0].split()[:3] == ["lr", "aug_type", "runs"]
+    assert lines[1].split()[:3] == ["0.05", "1", "1"]
+    rows = list(csv.DictReader(io.StringIO(res.format_groups(groups, ["lr", "aug_type"], "csv"))))
+    assert [r["lr"] for r in rows] == ["0.05", "0.1"]
+    out = tmp_path / "lr.svg"
+    assert res.plot_groups(groups, ["lr", "aug_type"], str(out)) == str(out)
+    assert "lr=0.05 aug_type=1 (n=1)" in out.read_text()
+
+
+def test_results_by_a_config_key_end_to_end(tmp_path):
+    """``--by lr`` (offered by --help) groups, prints and plots: text output and --plot."""
+    root = tmp_path / "runs"
+    make_run(root, "a", [0.2, 0.1], lr=0.1)
+    make_run(root, "b", [0.2, 0.3], lr=0.05)
+    make_run(root, "c", [0.2, 0.2], lr=0.1, dataset="cifar100")
+    plot = tmp_path / "lr.png"
+    proc = run_gluonfuse("results", root, "--by", "lr", "--plot", plot)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:3] == ["lr", "runs", "epochs"]
+    assert lines[1].split()[:3] == ["0.05", "1", "2"] and "30.00 (30.00 ± 0.00, 30.00)" in lines[1]
+    assert lines[2].split()[:3] == ["0.1", "2", "2"] and "20.00 (15.00 ± 5.00, 10.00)" in lines[2]
+    assert f"Wrote {plot}" in proc.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    proc = run_gluonfuse("results", root, "--by", "lr,dataset", "--format", "markdown")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[2].startswith("| 0.05 | cifar10 | 1 | 2 | 30.00 ")
+    proc = run_gluonfuse("results", root, "--by", "lrr")
+    assert proc.returncode == 2 and "Did you mean 'lr'" in proc.stderr
 
 
 def test_results_end_to_end(runs):

@@ -48,7 +48,7 @@ def analyze(run_dir, which, data, devices, batch_size, fmt, plot, out_dir, max_l
       gluonfuse analyze runs/cross_d110_w1_cifar10_1 --max-lesions 10 --gpus 0 --out analysis/
     """
     from gluonfuse import analyze as lib
-    from gluonfuse.results import plot_format
+    from gluonfuse.io import plot_format
     from gluonfuse.train.config import make_contexts
 
     if plot:

@@ -67,18 +67,17 @@ def results(runs_dir, by, fmt, plot):
       gluonfuse results runs/ --by network,dataset --format markdown --plot curves.png
     """
     from gluonfuse import results as res
+    from gluonfuse.io import plot_format
 
     if plot:
-        res.plot_format(plot)  # a bad name fails before any work
+        plot_format(plot)  # a bad name fails before any work
     finished, skipped = res.scan_runs(runs_dir)
     warning = res.format_skipped(skipped)
     if not finished:
         click.echo(warning, err=True, nl=False)
         raise DataError(f"no finished runs under {runs_dir} ({len(skipped)} skipped, listed above)")
-    by = res.check_by(by, finished)
-    if not by:
-        raise ValueError("--by needs at least one key, e.g. --by network")
-    groups = res.group_runs(finished, by)
+    by = res.split_by(by)
+    groups = res.group_runs(finished, by)  # validates by against these runs' configurations
     click.echo(res.format_groups(groups, by, fmt), nl=False)
     if warning:
         click.echo("\n" + warning, err=True, nl=False)
