@@ -212,29 +212,20 @@ class _Console:
 
 
 def _plot(run_dir, rows):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gluonfuse.io import atomic_path
+    from gluonfuse.io import saved_figure
 
     epochs = [r["epoch"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, label in (("train_loss", "train"), ("test_loss", "test")):
-        ax1.plot(epochs, [float(r[key]) for r in rows], label=label)
-    for key, label in (("train_error", "train"), ("test_error", "test")):
-        ax2.plot(epochs, [100 * float(r[key]) for r in rows], label=label)
-    ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax2.set(xlabel="epoch", ylabel="top-1 error (%)", title="error")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(os.path.basename(os.path.abspath(run_dir)))
-    fig.tight_layout()
-    with atomic_path(os.path.join(run_dir, "curves.png")) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
+    with saved_figure(os.path.join(run_dir, "curves.png"), ncols=2, figsize=(10, 4)) as (fig, (ax1, ax2)):
+        for key, label in (("train_loss", "train"), ("test_loss", "test")):
+            ax1.plot(epochs, [float(r[key]) for r in rows], label=label)
+        for key, label in (("train_error", "train"), ("test_error", "test")):
+            ax2.plot(epochs, [100 * float(r[key]) for r in rows], label=label)
+        ax1.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+        ax2.set(xlabel="epoch", ylabel="top-1 error (%)", title="error")
+        for ax in (ax1, ax2):
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(os.path.basename(os.path.abspath(run_dir)))
 
 
 def _epoch_log(log, epoch, train, test, seconds, members, column):
