@@ -140,7 +140,8 @@ def test_imagenet_style_augmentation_builds(pattern_data):
 
 def test_missing_or_broken_dataset_is_a_data_error(tmp_path, pattern_data):
     from gluonfuse.errors import DataError
-    from gluonfuse.train.data import check_dataset_dir, read_dataset_meta
+    from gluonfuse.data.meta import read_meta
+    from gluonfuse.train.data import check_dataset_dir
 
     with pytest.raises(DataError, match="not found"):
         check_dataset_dir(str(tmp_path))
@@ -149,8 +150,8 @@ def test_missing_or_broken_dataset_is_a_data_error(tmp_path, pattern_data):
         check_dataset_dir(str(tmp_path))
     (tmp_path / "meta.json").write_text("{not json")
     with pytest.raises(DataError, match="meta.json"):
-        read_dataset_meta(str(tmp_path))
-    assert read_dataset_meta(pattern_data)["num_classes"] == 10
+        read_meta(str(tmp_path))
+    assert read_meta(pattern_data)["num_classes"] == 10
 
 
 # ---------------------------------------------------------------- exact evaluation
@@ -177,11 +178,12 @@ def test_evaluate_counts_exactly_the_test_set(pattern_data):
     import mxnet as mx
 
     from gluonfuse.models import get_model
-    from gluonfuse.train.data import normalisation, read_dataset_meta, record_iter
+    from gluonfuse.data.meta import read_meta
+    from gluonfuse.train.data import normalisation, record_iter
     from gluonfuse.train.evaluate import evaluate
     from gluonfuse.train.loop import initialize
 
-    meta = read_dataset_meta(pattern_data)
+    meta = read_meta(pattern_data)
     mean, std = normalisation("patterns", meta)
     contexts = [mx.cpu(0), mx.cpu(1)]
     mx.random.seed(1)

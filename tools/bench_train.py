@@ -144,7 +144,8 @@ def main(argv=None):
 
     import mxnet as mx
 
-    from gluonfuse.train.data import normalisation, read_dataset_meta
+    from gluonfuse.data.meta import read_meta
+    from gluonfuse.train.data import normalisation
     from gluonfuse.train.synthetic import write_pattern_dataset
 
     contexts = [mx.cpu(i) for i in range(args.cpus)]
@@ -154,7 +155,7 @@ def main(argv=None):
             data_dir = tmp
             per_class = -(-(args.batches + args.warmup + 1) * args.batch_size // 10)
             write_pattern_dataset(tmp, classes=10, train_per_class=per_class, test_per_class=1)
-        meta = read_dataset_meta(data_dir)
+        meta = read_meta(data_dir)
         mean, std = normalisation(meta.get("name", ""), meta)
         results = {"pipeline": 0.0, "bare": 0.0, "module": 0.0}
         cases = {"pipeline": bench_pipeline, "bare": bench_bare, "module": bench_module}

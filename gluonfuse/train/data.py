@@ -28,13 +28,6 @@ from gluonfuse.errors import DataError
 SPLITS = ("train", "test")
 
 
-def read_dataset_meta(data_dir):
-    """The dataset's ``meta.json`` as a dict (DataError when missing or malformed)."""
-    from gluonfuse.data.meta import read_meta
-
-    return read_meta(data_dir)
-
-
 def check_dataset_dir(data_dir, splits=SPLITS):
     """Raise DataError naming the first missing file of the prepared layout."""
     if not os.path.isdir(data_dir):

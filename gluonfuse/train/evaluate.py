@@ -119,11 +119,12 @@ def evaluate_exported(symbol_file, params_file, data, mean=None, std=None, class
 
     from gluonfuse.export import load_exported
     from gluonfuse.io import read_json
-    from gluonfuse.train.data import count_records, normalisation, read_dataset_meta, record_iter
+    from gluonfuse.data.meta import read_meta
+    from gluonfuse.train.data import count_records, normalisation, record_iter
 
     contexts = contexts or [mx.cpu()]
     data_dir = os.path.dirname(os.path.abspath(data))
-    meta = read_dataset_meta(data_dir) if os.path.isfile(os.path.join(data_dir, "meta.json")) else None
+    meta = read_meta(data_dir) if os.path.isfile(os.path.join(data_dir, "meta.json")) else None
     export_meta_path = symbol_file.replace("-symbol.json", "-meta.json")
     export_meta = read_json(export_meta_path, "export metadata") if os.path.isfile(export_meta_path) else {}
     if (mean is None or std is None) and "mean" in export_meta and "std" in export_meta:

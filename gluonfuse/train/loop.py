@@ -20,12 +20,13 @@ import signal
 import threading
 import time
 
+from gluonfuse.data.meta import read_meta
 from gluonfuse.errors import DataError, NonFiniteLossError
 from gluonfuse.io import write_json
 from gluonfuse.train import config as cfgmod
 from gluonfuse.train import dist, precision
 from gluonfuse.train.checkpoint import CheckpointStore, epoch_seed, seed_everything
-from gluonfuse.train.data import count_records, ensure_dataset, normalisation, read_dataset_meta, record_iter
+from gluonfuse.train.data import count_records, ensure_dataset, normalisation, record_iter
 from gluonfuse.train.evaluate import column_view, evaluate, has_columns, member_names, split
 from gluonfuse.train.metrics import Meter, as_outputs, fmt_error, sample_stats
 from gluonfuse.train.rundir import (MEMBER_COLUMNS, METRIC_COLUMNS, create_run_dir, load_run, read_csv_rows,
@@ -162,7 +163,7 @@ def prepare(config, echo=print):
     from gluonfuse.models import get_entry
 
     ensure_dataset(config.dataset, config.data_dir, echo=echo)
-    meta = read_dataset_meta(config.data_dir)
+    meta = read_meta(config.data_dir)
     classes = int(meta["num_classes"])
     asked = config.model_kwargs.get("classes")
     if asked is not None and asked != classes:
