@@ -89,7 +89,7 @@ def reference_first_epoch(run_dir, out):
     from gluonfuse.models import get_model
     from gluonfuse.train.checkpoint import epoch_seed, seed_everything
     from gluonfuse.train.data import record_iter
-    from gluonfuse.train.loop import Step, average_running_stats, initialize, make_trainer
+    from gluonfuse.train.step import Step, average_running_stats, initialize, make_trainer
 
     cfg = json.loads(_read(run_dir, "config.json"))
     contexts = [mx.cpu(0), mx.cpu(1)]

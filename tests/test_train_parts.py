@@ -79,7 +79,7 @@ def test_mixed_xavier_init_and_weight_decay_on_everything():
     import mxnet as mx
 
     from gluonfuse.models import get_model
-    from gluonfuse.train.loop import initialize, make_trainer
+    from gluonfuse.train.step import initialize, make_trainer
 
     mx.random.seed(0)
     net = initialize(get_model("cross", depth=26, widen_factor=2), [mx.cpu()])
@@ -181,7 +181,7 @@ def test_evaluate_counts_exactly_the_test_set(pattern_data):
     from gluonfuse.data.meta import read_meta
     from gluonfuse.train.data import normalisation, record_iter
     from gluonfuse.train.evaluate import evaluate
-    from gluonfuse.train.loop import initialize
+    from gluonfuse.train.step import initialize
 
     meta = read_meta(pattern_data)
     mean, std = normalisation("patterns", meta)

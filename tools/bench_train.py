@@ -31,7 +31,7 @@ def _setup(args, contexts):
     import mxnet as mx
 
     from gluonfuse.models import get_model
-    from gluonfuse.train.loop import Step, initialize, make_trainer
+    from gluonfuse.train.step import Step, initialize, make_trainer
 
     mx.random.seed(0)
     net = initialize(get_model(args.network, depth=args.depth, classes=10), contexts)

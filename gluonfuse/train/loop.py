@@ -1,17 +1,10 @@
 """The trainer: any number of devices and machines, resumable, exact metrics.
 
-Per step the global batch is split across the devices (``split_and_load``, uneven splits allowed),
-each device runs the hybridized network (static memory) under ``autograd.record``, and
-``gluon.Trainer`` aggregates the gradients through the kvstore (``--kvstore``) and applies the
-optimizer. Metrics are computed on the devices and read back one batch late, so the devices never
-wait for Python. Multi-output networks (``ensemble``) train on the sum of their members' losses.
-With a ``dist_*`` kvstore this process is one worker of a job on MXNet's parameter server: it reads
-its part of the data and the job's numbers are added over the workers (:mod:`gluonfuse.train.dist`).
-``--dtype float16|bfloat16`` trains in mixed precision (:mod:`gluonfuse.train.precision`).
-
-Initialisation (SPEC 1.6): Dense weights Xavier(uniform, 'in', 1), every other weight
-Xavier(gaussian, 'in', 2), BatchNorm gamma 1 and beta 0, biases 0. Weight decay applies to every
-trainable parameter (weights, biases, gamma, beta), as in the authors' ``Nesterov`` optimizer.
+Each step goes through :class:`gluonfuse.train.step.Step`. Metrics are computed on the devices and
+read back one batch late, so the devices never wait for Python. With a ``dist_*`` kvstore this
+process is one worker of a job on MXNet's parameter server: it reads its part of the data and the
+job's numbers are added over the workers (:mod:`gluonfuse.train.dist`). ``--dtype
+float16|bfloat16`` trains in mixed precision (:mod:`gluonfuse.train.precision`).
 """
 import dataclasses
 import logging
@@ -28,128 +21,12 @@ from gluonfuse.train import dist, precision
 from gluonfuse.train.checkpoint import CheckpointStore, epoch_seed, seed_everything
 from gluonfuse.train.data import count_records, ensure_dataset, normalisation, record_iter
 from gluonfuse.train.evaluate import column_view, evaluate, has_columns, member_names, split
-from gluonfuse.train.metrics import Meter, as_outputs, fmt_error, sample_stats
+from gluonfuse.train.metrics import Meter, fmt_error, sample_stats
 from gluonfuse.train.rundir import (MEMBER_COLUMNS, METRIC_COLUMNS, create_run_dir, load_run, read_csv_rows,
                                     run_base_name, write_csv_rows, write_status)
 from gluonfuse.train.schedule import lr_at
-
-
-# ---------------------------------------------------------------- building blocks (shared with tools/)
-
-def initialize(net, contexts):
-    """SPEC 1.6's mixed Xavier initialisation on ``contexts``."""
-    import mxnet as mx
-    from mxnet.gluon import nn
-
-    def dense_uniform(block):
-        if isinstance(block, nn.Dense):
-            block.weight.init = mx.init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1)
-
-    net.apply(dense_uniform)
-    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2), ctx=contexts)
-    return net
-
-
-def make_trainer(net, optimizer, lr, wd, momentum, kvstore, update_on_kvstore=None, lr_scheduler=None,
-                 begin_num_update=0):
-    """A gluon Trainer; ``kvstore`` is a type name or a created KVStore (a distributed job's).
-
-    ``update_on_kvstore=None`` lets MXNet decide; ``lr_scheduler``/``begin_num_update`` set the
-    optimizer's own schedule (dist_async, whose optimizer runs on the servers).
-    """
-    import mxnet as mx
-
-    params = {"learning_rate": lr, "wd": wd}
-    if optimizer in ("nag", "sgd"):
-        params["momentum"] = momentum
-    if lr_scheduler is not None:
-        params["lr_scheduler"] = lr_scheduler
-    if begin_num_update:
-        params["begin_num_update"] = begin_num_update
-    kv = mx.kv.create(kvstore) if isinstance(kvstore, str) else kvstore
-    trainer = mx.gluon.Trainer(net.collect_params(), optimizer, params, kvstore=kv, update_on_kvstore=update_on_kvstore)
-    # Keep the BatchNorm running statistics out of the kvstore. The Trainer would copy them into it
-    # at the first step and broadcast them back to every device, reading them before the
-    # hybridized (static-alloc) forward has written them: the first update was lost and every
-    # device got device 0's values. gluonfuse averages them itself (average_running_stats).
-    trainer._params_to_init = [p for p in trainer._params_to_init if p.grad_req != "null"]
-    return trainer
-
-
-def average_running_stats(net):
-    """Average the BatchNorm running statistics over the devices and give every device the mean.
-
-    Each device updates its own running mean/var from its share of the batch; the kvstore only
-    aggregates gradients. Like MXNet's Module (which averages auxiliary states when it hands out
-    parameters), the trainer averages them before evaluating and checkpointing, so a checkpoint
-    evaluates the same on one device as on many.
-    """
-    import mxnet as mx
-
-    mx.nd.waitall()  # a static-alloc forward's writes to them are not ordered before later reads
-    for p in net.collect_params().values():
-        if p.grad_req == "null" and len(p.list_ctx()) > 1:
-            arrays = p.list_data()
-            mean = sum(a.as_in_context(arrays[0].context) for a in arrays) / len(arrays)
-            for a in arrays:  # in place: Parameter.set_data would re-initialise the kvstore
-                mean.copyto(a)
-
-
-class Step:
-    """One training step over a global batch: forward/backward on every device, then the update.
-
-    ``num_workers``: the workers of a distributed job, each calling with its own batch; gradients are
-    summed over the job, so the update divides by the global batch. With AMP's loss scaler on the
-    trainer (``--dtype float16``) the loss is scaled dynamically. Returns the per-device outputs
-    (lists, one entry per network output) for the metrics.
-    """
-
-    def __init__(self, net, trainer, contexts, num_workers=1):
-        import mxnet as mx
-
-        self.net, self.trainer, self.contexts = net, trainer, contexts
-        self.num_workers = num_workers
-        self.loss = mx.gluon.loss.SoftmaxCrossEntropyLoss()
-        self.autograd = mx.autograd
-        kv = trainer._kvstore_params["kvstore"]
-        self._settled = not (isinstance(kv, mx.kv.KVStore) and "dist" in kv.type)
-
-    def __call__(self, data, label, batch_size):
-        with self.autograd.record():
-            outs = [as_outputs(self.net(x)) for x in data]
-            # multi-output networks train on the sum of their members' losses
-            losses = [sum(self.loss(o, y) for o in out) for out, y in zip(outs, label)]
-        if getattr(self.trainer, "_amp_loss_scaler", None) is not None:
-            from mxnet.contrib import amp
-
-            with amp.scale_loss(losses, self.trainer) as scaled:
-                self.autograd.backward(scaled)
-        else:
-            self.autograd.backward(losses)
-        if not self._settled:
-            self._settle(batch_size * self.num_workers)
-        self.trainer.step(batch_size * self.num_workers)
-        return outs
-
-    def _settle(self, batch_size):
-        """Set up a distributed kvstore completely before the first update.
-
-        mxnet 1.9.1's dist kvstore fills in a key's server routing, unlocked, the first time the key
-        is used; in the Trainer's first step the broadcast pull of a key and its gradient push-pull
-        can do that at once and corrupt it, and the workers' weights drift apart (seen in about one
-        run in five). So the parameters are broadcast here and waited for.
-        """
-        import mxnet as mx
-
-        trainer = self.trainer
-        # with dist_async the optimizer travels to the servers at initialisation: give it its scale first
-        trainer._optimizer.rescale_grad = trainer._scale / batch_size
-        if not trainer._kv_initialized:
-            trainer._init_kvstore()
-        if trainer._params_to_init:
-            trainer._init_params()
-        mx.nd.waitall()
-        self._settled = True
+from gluonfuse.train.step import (Step, average_running_stats, copy_parameters, evaluation_copy, initialize,
+                                  make_trainer, schedule_on_servers)
 
 
 # ---------------------------------------------------------------- configuration against the data
@@ -401,12 +278,12 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
     on_kvstore = True if asynchronous else (False if team.distributed or precision.uses_loss_scaling(config.dtype)
                                             else None)
     trainer = make_trainer(net, config.optimizer, config.lr, config.wd, config.momentum, team.kv or config.kvstore,
-                           update_on_kvstore=on_kvstore,
-                           lr_scheduler=_server_schedule(config, workers * steps) if asynchronous else None,
-                           begin_num_update=start * workers * steps if asynchronous else 0)
+                           update_on_kvstore=on_kvstore)
+    if asynchronous:
+        schedule_on_servers(trainer, _server_schedule(config, workers * steps), start * workers * steps)
     precision.init_trainer(trainer, config.dtype)
     step = Step(net, trainer, contexts, num_workers=workers)
-    eval_net = _evaluation_copy(config, contexts) if on_kvstore is False else net
+    eval_net = evaluation_copy(config.network, config.model_kwargs, contexts) if on_kvstore is False else net
     # FractalNet: the deepest column alone is evaluated too (SPEC 2), with the same weights
     deepest = net.spec.columns if has_columns(net) and net.spec.columns > 1 else None
     deepest_net = column_view(eval_net, deepest) if deepest else None
@@ -464,7 +341,7 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
                              f"{','.join(map(str, batches.label_counts))}")
                 console.file(f"Epoch[{epoch}] rank {rank} parameters sha1 {dist.parameter_digest(net)}")
             if eval_net is not net:
-                _copy_parameters(net, eval_net, contexts[0])
+                copy_parameters(net, eval_net, contexts[0])
             test_m = evaluate(eval_net, parts(test_rec, test_part, test_batch_size), contexts, config.classes,
                               expected=n_test, source=test_rec, reduce=team.reduce_meter("test"))
             column = None
@@ -515,28 +392,6 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
                  f"exported to {os.path.join(run_dir, 'export')}")
     return {"run_dir": run_dir, "best_epoch": best["epoch"], "best_test_error": best["test_error"],
             "last": last, "export": paths}
-
-
-def _evaluation_copy(config, contexts):
-    """A second instance of the network for evaluation, when the optimizer updates weights in place.
-
-    In mxnet 1.9.1 (MKLDNN), an inference pass through weight arrays that a worker-side optimizer
-    then updates in place corrupts those updates, nondeterministically (NAG: measurably after one
-    test pass). Evaluating a copy leaves the trained weights alone.
-    """
-    from gluonfuse.models import get_model
-
-    copy = get_model(config.network, **config.model_kwargs)
-    copy.initialize(ctx=contexts)  # values are replaced before every evaluation
-    copy.hybridize(static_alloc=True, static_shape=True)
-    return copy
-
-
-def _copy_parameters(source, target, ctx):
-    """``target``'s parameters := ``source``'s on ``ctx`` (the same architecture)."""
-    targets = target._collect_params_with_prefix()
-    for name, param in source._collect_params_with_prefix().items():
-        targets[name].set_data(param.data(ctx))
 
 
 def _record_epoch(run_dir, config, store, net, trainer, rows, member_rows, best, done, lr, train_m, test_m, column,
