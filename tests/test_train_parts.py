@@ -318,3 +318,11 @@ def test_count_records_reads_the_index_or_scans_and_reports_damage(tmp_path, pat
         f.truncate(os.path.getsize(rec) - 10)
     with pytest.raises(DataError, match="truncated"):
         count_records(str(rec))
+
+
+def test_stored_size_is_the_short_side_of_the_stored_images(pattern_data):
+    from gluonfuse.data.meta import read_meta, stored_size
+
+    assert stored_size(read_meta(pattern_data)) == 32
+    assert stored_size({"image_shape": [3, 480, 640]}) == 480
+    assert stored_size({}) is None and stored_size(None) is None

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 
-from gluonfuse.data.meta import read_meta
+from gluonfuse.data.meta import read_meta, stored_size
 from gluonfuse.errors import DataError, NonFiniteLossError
 from gluonfuse.io import write_json
 from gluonfuse.train import config as cfgmod
@@ -255,7 +255,7 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
     train_rec = os.path.join(config.data_dir, "train.rec")
     test_rec = os.path.join(config.data_dir, "test.rec")
     n_train, n_test = count_records(train_rec), count_records(test_rec)
-    stored = min(meta["image_shape"][1:]) if meta.get("image_shape") else None
+    stored = stored_size(meta)
     workers, rank = team.size, team.rank
     batch_size = dist.worker_batch(config.batch_size, workers, len(contexts))  # this worker's records per step
     test_batch_size = max(len(contexts), -(-config.test_batch_size // workers))
