@@ -56,6 +56,42 @@ def test_overrides_and_schedule():
     assert c.lr_steps == [10, 20]
 
 
+OLD_CONFIG = os.path.join(os.path.dirname(__file__), "fixtures", "runs", "fractalnet_c2_b2_patterns_1", "config.json")
+DERIVED = {"classes", "mean", "std", "input_shape", "num_workers"}
+
+
+def test_the_config_holds_choices_only_and_reads_old_config_files():
+    from gluonfuse.errors import DataError
+    from gluonfuse.train.config import TrainConfig, resolve_config
+
+    assert not DERIVED & set(resolve_config("cross", "cifar10").to_dict())
+    with open(OLD_CONFIG) as f:
+        old = json.load(f)
+    assert TrainConfig.from_dict(old).to_dict() == {k: v for k, v in old.items() if k not in DERIVED}
+    with pytest.raises(DataError, match="config.json lacks lr, seed"):
+        TrainConfig.from_dict({k: v for k, v in old.items() if k not in ("lr", "seed")})
+
+
+def test_the_dataset_and_the_job_decide_the_rest(pattern_data):
+    from gluonfuse.train.config import resolve_config
+    from gluonfuse.train.plan import plan_run, read_facts, run_record
+
+    config = resolve_config("cross", "patterns", data_dir=pattern_data, model_kwargs={"depth": 14},
+                            overrides={"batch_size": 32, "test_batch_size": 10})
+    facts = read_facts(config)
+    assert (facts.classes, facts.input_shape, facts.stored_size) == (10, (3, 32, 32), 32)
+    assert (facts.train_records, facts.test_records) == (160, 50)
+    assert facts.model_kwargs == {"depth": 14, "widen_factor": 1, "classes": 10}
+    assert config.model_kwargs == {"depth": 14}  # the user's choice is left as it was
+    plan = plan_run(config, facts, workers=2, rank=1, devices=1)
+    assert (plan.batch_size, plan.test_batch_size, plan.steps) == (16, 5, 5)
+    assert (plan.train_part, plan.test_part) == ((80, 160), (25, 50))
+    with open(OLD_CONFIG) as f:
+        assert set(run_record(config, facts, 2)) == set(json.load(f))  # config.json keeps its keys
+    with pytest.raises(ValueError, match="does not match the dataset"):
+        read_facts(resolve_config("cross", "patterns", data_dir=pattern_data, model_kwargs={"classes": 5}))
+
+
 def test_device_names_and_gpu_error():
     import mxnet as mx
 

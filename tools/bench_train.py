@@ -41,20 +41,20 @@ def _setup(args, contexts):
 
 
 def bench_pipeline(args, contexts, data_dir, mean, std):
-    from gluonfuse.train.config import TrainConfig
+    from gluonfuse.train.config import resolve_config
     from gluonfuse.train.data import record_iter
     from gluonfuse.train.loop import train_epoch
 
     net, step = _setup(args, contexts)
-    config = TrainConfig(network=args.network, model_kwargs={}, dataset="bench", data_dir=data_dir, classes=10,
-                         batch_size=args.batch_size, log_interval=10 ** 9)
+    config = resolve_config(args.network, "bench", data_dir=data_dir,
+                            overrides={"batch_size": args.batch_size, "log_interval": 10 ** 9})
     rec = os.path.join(data_dir, "train.rec")
 
     def run(n, seed):
         it = record_iter(rec, args.batch_size, (3, 32, 32), mean, std, aug_type=1, shuffle=True, seed=seed,
                          threads=args.threads)
         tic = time.time()
-        train_epoch(0, it, step, config, lambda msg: None, n, quiet=True, source=rec, limit=n)
+        train_epoch(0, it, step, config, 10, lambda msg: None, n, quiet=True, source=rec, limit=n)
         return n * args.batch_size / (time.time() - tic)
 
     run(args.warmup, 1)

@@ -5,7 +5,8 @@ default, ``fusion``, is the authors' CIFAR/SVHN recipe of the deeply-fused nets 
 ``train_model.py``): NAG, momentum 0.9, weight decay 1e-4 on every parameter, lr 0.1 divided by 10 at
 1/2, 3/4 and 7/8 of the epochs, batch 64, 400 epochs. The other families' recipes (``--recipe``) come
 from SPEC 2-4. Every value can be overridden; :func:`resolve_config` merges recipe, dataset defaults
-and the user's overrides into one :class:`TrainConfig`, which is what ``config.json`` stores.
+and the user's overrides into one :class:`TrainConfig`; ``config.json`` stores it together with what
+the dataset decided (:mod:`gluonfuse.train.plan`).
 
 ``batch_size`` is the *global* batch: it is split across the devices (64 on ``--gpus 0,1`` is 32 per
 GPU) and, in a distributed job, across the workers first (64 over 2 workers of 2 GPUs is 16 per GPU),
@@ -15,7 +16,7 @@ import dataclasses
 import os
 from typing import Dict, List, Optional, Tuple
 
-from gluonfuse.errors import did_you_mean
+from gluonfuse.errors import DataError, did_you_mean
 from gluonfuse.train import dist, precision
 from gluonfuse.train.schedule import steps_from_fractions
 
@@ -88,31 +89,33 @@ def get_recipe(name):
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a run needs; saved as ``config.json`` and enough to rebuild the run."""
+    """What the user decides about a run, every recipe value resolved (:func:`resolve_config`).
+
+    Nothing here depends on the data: what the dataset decides (classes, mean/std, input shape, the
+    network's final arguments) is :class:`gluonfuse.train.plan.DataFacts`, and ``config.json``
+    stores both (:func:`gluonfuse.train.plan.run_record`). The recipe-backed fields have no default
+    here: their defaults live in :data:`RECIPES` and :data:`DATASET_DEFAULTS` only.
+    """
 
     network: str
-    model_kwargs: dict
+    model_kwargs: dict  # the network's arguments as given (the dataset decides classes)
     dataset: str
     data_dir: str
-    recipe: str = DEFAULT_RECIPE
-    epochs: int = 400
-    batch_size: int = 64  # global: split across the devices
-    test_batch_size: int = 64
-    lr: float = 0.1
-    lr_factor: float = 0.1
-    lr_steps: List[int] = dataclasses.field(default_factory=list)
-    wd: float = 1e-4
-    momentum: float = 0.9
-    optimizer: str = "nag"
-    seed: int = 0
-    aug_type: int = 1
-    mean: List[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
-    std: List[float] = dataclasses.field(default_factory=lambda: [1.0, 1.0, 1.0])
-    input_shape: List[int] = dataclasses.field(default_factory=lambda: [3, 32, 32])
-    classes: int = 10
+    recipe: str
+    optimizer: str
+    lr: float
+    lr_factor: float
+    lr_steps: List[int]
+    epochs: int
+    batch_size: int  # global: split across the workers and devices
+    wd: float
+    momentum: float
+    aug_type: int
+    test_batch_size: int
+    seed: int
+    # not part of any recipe: these are the only defaults of these options
     contexts: List[str] = dataclasses.field(default_factory=lambda: ["cpu(0)"])
     kvstore: str = "device"
-    num_workers: int = 1  # workers of the distributed job (1 on one machine)
     dtype: str = "float32"  # float16 (GPU) and bfloat16 (CPU) train through mxnet.contrib.amp
     keep_checkpoints: int = 3
     log_interval: int = 50
@@ -123,23 +126,21 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d, source="config.json"):
+        """The configuration in a saved run's ``d``; keys that are not options (what the dataset
+        decided, e.g. ``classes``) are left out. DataError when an option is missing."""
+        fields = dataclasses.fields(cls)
+        missing = [f.name for f in fields if f.name not in d and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise DataError(f"{source} lacks {', '.join(missing)}: not a configuration gluonfuse train wrote")
+        return cls(**{f.name: d[f.name] for f in fields if f.name in d})
 
-    def validate(self):
-        def positive(name, value, kind=int):
-            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
-                    or value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive "
-                                 f"{'number' if kind is float else 'integer'}, got {value!r}")
-
-        positive("epochs", self.epochs)
-        positive("batch_size", self.batch_size)
-        positive("test_batch_size", self.test_batch_size)
-        positive("lr", self.lr, float)
-        positive("keep_checkpoints", self.keep_checkpoints)
-        positive("log_interval", self.log_interval)
+    def validate(self, workers=1):
+        """Check every value (``workers``: of the distributed job, which shares the batch); returns self."""
+        for name in ("epochs", "batch_size", "test_batch_size", "keep_checkpoints", "log_interval"):
+            _positive(name, getattr(self, name))
+        _positive("lr", self.lr, float)
         if self.wd < 0:
             raise ValueError(f"--wd must be >= 0, got {self.wd}")
         if not 0 <= self.momentum < 1:
@@ -158,12 +159,18 @@ class TrainConfig:
         if bad or list(self.lr_steps) != sorted(set(self.lr_steps)):
             raise ValueError(f"--lr-steps must be increasing positive epochs like 200,300,350, "
                              f"got {','.join(map(str, self.lr_steps))}")
-        if self.num_workers > 1 or dist.is_distributed(self.kvstore):
-            dist.worker_batch(self.batch_size, self.num_workers, len(self.contexts))
+        if workers > 1 or dist.is_distributed(self.kvstore):
+            dist.worker_batch(self.batch_size, workers, len(self.contexts))
         elif self.batch_size < len(self.contexts):
             raise ValueError(f"--batch-size {self.batch_size} is smaller than the {len(self.contexts)} devices "
                              "it is split across (the batch size is global)")
         return self
+
+
+def _positive(name, value, kind=int):
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
+        raise ValueError(f"--{name.replace('_', '-')} must be a positive "
+                         f"{'number' if kind is float else 'integer'}, got {value!r}")
 
 
 def parse_steps(text):
@@ -192,8 +199,8 @@ def resolve_config(network, dataset, data_dir=None, recipe=None, model_kwargs=No
                    overrides: Optional[dict] = None, contexts=("cpu(0)",)):
     """Merge recipe, dataset defaults and ``overrides`` (None values ignored) into a TrainConfig.
 
-    Needs no data: the dataset-dependent values (classes, mean/std, input shape) are filled in by
-    :func:`gluonfuse.train.loop.prepare` once the dataset directory is read.
+    Needs no data: what the dataset decides (classes, mean/std, input shape) is read when the run
+    starts (:func:`gluonfuse.train.plan.read_facts`).
     """
     recipe = recipe or DEFAULT_RECIPE
     r = get_recipe(recipe)

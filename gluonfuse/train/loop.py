@@ -6,61 +6,25 @@ process is one worker of a job on MXNet's parameter server: it reads its part of
 job's numbers are added over the workers (:mod:`gluonfuse.train.dist`). ``--dtype
 float16|bfloat16`` trains in mixed precision (:mod:`gluonfuse.train.precision`).
 """
-import dataclasses
 import logging
 import os
 import signal
 import threading
 import time
 
-from gluonfuse.data.meta import read_meta, stored_size
 from gluonfuse.errors import DataError, NonFiniteLossError
 from gluonfuse.io import write_json
 from gluonfuse.train import config as cfgmod
 from gluonfuse.train import dist, precision
 from gluonfuse.train.checkpoint import CheckpointStore, epoch_seed, seed_everything
-from gluonfuse.train.data import count_records, ensure_dataset, normalisation, record_iter
 from gluonfuse.train.evaluate import column_view, evaluate, has_columns, member_names, split
 from gluonfuse.train.metrics import Meter, fmt_error, sample_stats
+from gluonfuse.train.plan import plan_run, read_facts, run_record
 from gluonfuse.train.rundir import (MEMBER_COLUMNS, METRIC_COLUMNS, create_run_dir, load_run, read_csv_rows,
                                     run_base_name, write_csv_rows, write_status)
 from gluonfuse.train.schedule import lr_at
 from gluonfuse.train.step import (Step, average_running_stats, copy_parameters, evaluation_copy, initialize,
                                   make_trainer, schedule_on_servers)
-
-
-# ---------------------------------------------------------------- configuration against the data
-
-def prepare(config, echo=print):
-    """Fill the dataset-dependent fields of ``config`` (classes, mean/std, input shape) and check it.
-
-    Returns ``(config, meta, spec)``. Raises ValueError for a network or class count that does not
-    fit the data, DataError for a missing or broken dataset directory.
-    """
-    from gluonfuse.models import get_entry
-
-    ensure_dataset(config.dataset, config.data_dir, echo=echo)
-    meta = read_meta(config.data_dir)
-    classes = int(meta["num_classes"])
-    asked = config.model_kwargs.get("classes")
-    if asked is not None and asked != classes:
-        raise ValueError(f"--classes {asked} does not match the dataset: {config.data_dir}/meta.json has "
-                         f"{classes} classes")
-    entry = get_entry(config.network)
-    kwargs = dict(config.model_kwargs, classes=classes)
-    # recipe-implied model arguments (wrn_svhn's dropout) where the network takes them
-    fields = {f.name for f in dataclasses.fields(entry.spec_cls)}
-    for key, value in cfgmod.get_recipe(config.recipe).model_defaults:
-        if key in fields and key not in kwargs:
-            kwargs[key] = value
-    spec = entry.make_spec(**kwargs)
-    if spec.classes != classes:
-        raise ValueError(f"network {config.network!r} has {spec.classes} classes; the dataset has {classes}")
-    config.model_kwargs = spec.kwargs()
-    config.classes = classes
-    config.mean, config.std = normalisation(config.dataset, meta, os.path.join(config.data_dir, "meta.json"))
-    config.input_shape = list(spec.input_shape)
-    return config, meta, spec
 
 
 # ---------------------------------------------------------------- the run
@@ -140,8 +104,8 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
         for key, value in (overrides or {}).items():
             if value is not None:
                 setattr(config, key, value)
-    config.num_workers = dist.job_size(config.kvstore)
-    config.validate()
+    workers = dist.job_size(config.kvstore)
+    config.validate(workers)
     precision.check_support(config.dtype)
     contexts = cfgmod.make_contexts(config.contexts)
     team = _join(config)
@@ -151,21 +115,22 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
         config.seed = team.broadcast_int("seed", config.seed)
     # one worker prepares an embedded dataset on the fly; the others wait and then read it
     if team.lead:
-        config, meta, spec = prepare(config, echo=echo)
+        facts = read_facts(config, echo=echo)
     team.barrier()
     if not team.lead:
-        config, meta, spec = prepare(config, echo=lambda *args, **kwargs: None)
+        facts = read_facts(config, echo=lambda *args, **kwargs: None)
+    plan = plan_run(config, facts, team.size, team.rank, len(contexts))
     if resume is not None:
         run_dir = resume
     else:
-        base = run_base_name(config.network, spec, config.dataset)
+        base = run_base_name(config.network, facts.spec, config.dataset)
         number = int(create_run_dir(config.out_dir, base).rsplit("_", 1)[1]) if team.lead else 0
         # rank 0 picked the directory; the others learn its number (the name is the same everywhere)
         run_dir = os.path.join(config.out_dir, f"{base}_{team.broadcast_int('run_dir', number)}")
         os.makedirs(run_dir, exist_ok=True)
     if team.lead:
-        write_json(os.path.join(run_dir, "config.json"), config.to_dict())
-        write_json(os.path.join(run_dir, "dataset_meta.json"), meta)
+        write_json(os.path.join(run_dir, "config.json"), run_record(config, facts, workers))
+        write_json(os.path.join(run_dir, "dataset_meta.json"), facts.meta)
 
     if team.lead:
         console = _Console(run_dir, echo, quiet)
@@ -173,7 +138,7 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
         console = _Console(run_dir, lambda *args, **kwargs: None, True, log_name=f"worker-{team.rank}.log")
     try:
         with _stop_signals(team, run_dir, console):
-            result = _run(config, run_dir, contexts, meta, console, resume is not None, console.quiet, team)
+            result = _run(plan, run_dir, contexts, console, resume is not None, team)
             team.close()  # a failed worker leaves with os._exit instead (gluonfuse.train.dist.leave)
             return result
     finally:
@@ -248,21 +213,13 @@ def _server_schedule(config, updates_per_epoch):
                                                 factor=config.lr_factor, base_lr=config.lr)
 
 
-def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
+def _run(plan, run_dir, contexts, console, resuming, team):
     from gluonfuse.models import get_model
 
-    team = team or dist.Team()
-    train_rec = os.path.join(config.data_dir, "train.rec")
-    test_rec = os.path.join(config.data_dir, "test.rec")
-    n_train, n_test = count_records(train_rec), count_records(test_rec)
-    stored = stored_size(meta)
-    workers, rank = team.size, team.rank
-    batch_size = dist.worker_batch(config.batch_size, workers, len(contexts))  # this worker's records per step
-    test_batch_size = max(len(contexts), -(-config.test_batch_size // workers))
-    steps = dist.steps_per_epoch(n_train, config.batch_size)
-    train_part, test_part = dist.shard_range(n_train, workers, rank), dist.shard_range(n_test, workers, rank)
-    if dist.shard_range(n_train, workers, workers - 1)[0] >= n_train:
-        raise DataError(f"{train_rec}: {n_train} records are too few to split between {workers} workers")
+    config, facts, quiet = plan.config, plan.facts, console.quiet
+    train_rec, n_test = facts.train_rec, facts.test_records
+    workers, rank, steps = plan.workers, plan.rank, plan.steps
+    train_part, test_part, batch_size = plan.train_part, plan.test_part, plan.batch_size
     asynchronous = team.asynchronous
     store = CheckpointStore(run_dir, keep=config.keep_checkpoints)
     latest = store.latest() if resuming else None
@@ -270,7 +227,7 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
 
     precision.activate(config.dtype)  # before the network is built
     seed_everything(config.seed)
-    net = get_model(config.network, **config.model_kwargs)
+    net = get_model(config.network, **facts.model_kwargs)
     initialize(net, contexts)
     net.hybridize(static_alloc=True, static_shape=True)
     # dist_sync: the servers only add gradients and every worker runs the optimizer (so its state
@@ -283,7 +240,7 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
         schedule_on_servers(trainer, _server_schedule(config, workers * steps), start * workers * steps)
     precision.init_trainer(trainer, config.dtype)
     step = Step(net, trainer, contexts, num_workers=workers)
-    eval_net = evaluation_copy(config.network, config.model_kwargs, contexts) if on_kvstore is False else net
+    eval_net = evaluation_copy(config.network, facts.model_kwargs, contexts) if on_kvstore is False else net
     # FractalNet: the deepest column alone is evaluated too (SPEC 2), with the same weights
     deepest = net.spec.columns if has_columns(net) and net.spec.columns > 1 else None
     deepest_net = column_view(eval_net, deepest) if deepest else None
@@ -300,9 +257,10 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
     member_rows = [r for r in read_csv_rows(os.path.join(run_dir, "members.csv")) if int(r["epoch"]) <= start]
 
     if not resuming:
-        console.echo("Configuration: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+        record = run_record(config, facts, workers)
+        console.echo("Configuration: " + ", ".join(f"{k}={v}" for k, v in record.items()))
         console.both(f"Run directory: {run_dir}")
-        console.file(f"start with arguments {config.to_dict()}")  # the authors' first log line
+        console.file(f"start with arguments {record}")  # the authors' first log line
     if team.distributed:
         console.file(f"worker rank {rank} of {workers} (pid {os.getpid()}, kvstore {config.kvstore}): train.rec "
                      f"records {train_part[0]}..{train_part[1] - 1} and test.rec records {test_part[0]}.."
@@ -312,13 +270,6 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
         write_status(run_dir, state="running", epoch=start, epochs=config.epochs, best_epoch=best["epoch"],
                      best_test_error=best["test_error"], message="")
 
-    def parts(rec, part, size, **kwargs):
-        """This worker's pass over its part of ``rec`` (None when the part is empty)."""
-        if part[0] >= part[1]:
-            return None
-        return record_iter(rec, size, config.input_shape, config.mean, config.std, threads=config.preprocess_threads,
-                           stored_size=stored, num_parts=workers, part_index=rank, **kwargs)
-
     try:
         for epoch in range(start, config.epochs):
             lr = lr_at(epoch, config.lr, config.lr_factor, config.lr_steps)
@@ -326,11 +277,9 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
                 trainer.set_learning_rate(lr)
             seed = epoch_seed(config.seed, epoch)
             seed_everything(seed)
-            batches = dist.ShardBatches(lambda: parts(train_rec, train_part, batch_size, aug_type=config.aug_type,
-                                                      shuffle=True, seed=seed),
-                                        steps, config.classes if team.distributed else 0)
-            train_m, seconds, _ = train_epoch(epoch, batches, step, config, console.file, steps, quiet, train_rec,
-                                              reduce=team.reduce_meter("train"))
+            batches = plan.train_batches(seed, count_labels=team.distributed)
+            train_m, seconds, _ = train_epoch(epoch, batches, step, config, facts.classes, console.file, steps, quiet,
+                                              train_rec, reduce=team.reduce_meter("train"))
             speed = train_m["count"] / max(seconds, 1e-9)  # the whole job's images per second
             average_running_stats(net)
             team.pull_weights(trainer)
@@ -342,11 +291,11 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
                 console.file(f"Epoch[{epoch}] rank {rank} parameters sha1 {dist.parameter_digest(net)}")
             if eval_net is not net:
                 copy_parameters(net, eval_net, contexts[0])
-            test_m = evaluate(eval_net, parts(test_rec, test_part, test_batch_size), contexts, config.classes,
-                              expected=n_test, source=test_rec, reduce=team.reduce_meter("test"))
+            test_m = evaluate(eval_net, plan.test_batches(), contexts, facts.classes,
+                              expected=n_test, source=facts.test_rec, reduce=team.reduce_meter("test"))
             column = None
             if deepest:
-                column = evaluate(deepest_net, parts(test_rec, test_part, test_batch_size), contexts, config.classes,
+                column = evaluate(deepest_net, plan.test_batches(), contexts, facts.classes,
                                   expected=n_test, reduce=team.reduce_meter("column"))
                 column["column"] = deepest
             _epoch_log(console.file, epoch, train_m, test_m, seconds, test_m["members"], column)
@@ -385,7 +334,7 @@ def _run(config, run_dir, contexts, meta, console, resuming, quiet, team=None):
         console.file("finished")
         return {"run_dir": run_dir, "best_epoch": None, "best_test_error": None, "last": {}, "export": None}
     last = rows[-1] if rows else {}
-    paths = export_run(run_dir, config, meta)
+    paths = export_run(run_dir, config, facts)
     write_status(run_dir, state="finished", epoch=config.epochs, best_epoch=best["epoch"],
                  best_test_error=best["test_error"], message="finished")
     console.both(f"Finished: best test error {100 * (best['test_error'] or 0):.2f}% at epoch {best['epoch']}; "
@@ -422,7 +371,7 @@ def _record_epoch(run_dir, config, store, net, trainer, rows, member_rows, best,
     return best
 
 
-def train_epoch(epoch, it, step, config, log, batches, quiet=True, source="train.rec", limit=None, reduce=None):
+def train_epoch(epoch, it, step, config, classes, log, batches, quiet=True, source="train.rec", limit=None, reduce=None):
     """One pass of ``it`` through ``step``; returns (train metrics, seconds, images per second).
 
     ``log`` receives the authors' per-batch lines every ``config.log_interval`` batches; ``limit``
@@ -440,12 +389,12 @@ def train_epoch(epoch, it, step, config, log, batches, quiet=True, source="train
         for batch in it:
             valid = batch.data[0].shape[0] - batch.pad
             label_max = float(batch.label[0].max().asscalar())
-            if label_max >= config.classes or label_max < 0:
-                raise DataError(f"{source}: a label {label_max:g} in batch {nbatch} is outside 0..{config.classes - 1}")
+            if label_max >= classes or label_max < 0:
+                raise DataError(f"{source}: a label {label_max:g} in batch {nbatch} is outside 0..{classes - 1}")
             data, label = split(batch, step.contexts)
             outs = step(data, label, batch.data[0].shape[0])
             if meter is None:
-                meter = Meter(config.classes, len(outs[0]), member_names(step.net, len(outs[0])))
+                meter = Meter(classes, len(outs[0]), member_names(step.net, len(outs[0])))
             meter.add([sample_stats(o, y) for o, y in zip(outs, label)], valid)
             try:
                 last = meter.flush(keep_last=1)  # reads the previous batch: the devices stay busy
@@ -455,7 +404,7 @@ def train_epoch(epoch, it, step, config, log, batches, quiet=True, source="train
             images += valid
             if last is not None and nbatch % config.log_interval == 0:
                 speed = images / max(time.time() - tic, 1e-9)
-                log(batch_line(epoch, nbatch, speed, last, meter.running(), config.classes > 5))
+                log(batch_line(epoch, nbatch, speed, last, meter.running(), classes > 5))
             if last is not None:
                 bar.set_postfix(loss=f"{last[0]:.3f}", acc=f"{100 * (1 - last[1]):.1f}%",
                                 img_s=f"{images / max(time.time() - tic, 1e-9):.0f}", refresh=False)
@@ -483,21 +432,21 @@ def batch_line(epoch, nbatch, speed, last, running, top5):
     return line
 
 
-def export_run(run_dir, config, meta):
+def export_run(run_dir, config, facts):
     """Export the run's best and last weights into ``RUN/export`` (symbol, params, metadata)."""
     import mxnet as mx
 
     from gluonfuse.export import export_model
 
     run = load_run(run_dir)
-    extra = {"mean": config.mean, "std": config.std, "dataset": config.dataset,
-             "class_names": meta.get("classes"), "run": os.path.basename(os.path.abspath(run_dir))}
+    extra = {"mean": list(facts.mean), "std": list(facts.std), "dataset": config.dataset,
+             "class_names": facts.meta.get("classes"), "run": os.path.basename(os.path.abspath(run_dir))}
     if config.dtype != "float32":
         extra["trained_dtype"] = config.dtype  # the export itself is float32
     paths = {}
     for which in ("best", "last"):
         net = run.build_network(which, ctx=mx.cpu())
-        paths[which] = export_model(net, os.path.join(run_dir, "export"), name=which, input_shape=config.input_shape,
+        paths[which] = export_model(net, os.path.join(run_dir, "export"), name=which, input_shape=list(facts.input_shape),
                                     extra=extra)
         if config.dtype != "float32":
             precision.check_float32_export(paths[which]["symbol"], paths[which]["params"])
