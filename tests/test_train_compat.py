@@ -91,8 +91,8 @@ def test_the_fixtures_command_still_trains_the_same_epochs(cli, old_run):
     and still catches any change of initialisation, data order, augmentation or schedule.
     """
     config = json.loads(_read(old_run, "config.json"))
-    result = cli("train", "--network", "fractalnet", "--arg", "columns=2", "--arg", "blocks=2", "--arg", "widths=[8,16]",
-                 "--recipe", "fractal", "--dataset", "patterns", "--data-dir", "data/patterns", "--epochs", "2",
+    result = cli("train", "--network", "fractalnet", "--arg", "columns=2", "--arg", "blocks=2",
+                 "--arg", "widths=[8,16]", "--recipe", "fractal", "--dataset", "patterns", "--data-dir", "data/patterns", "--epochs", "2",
                  "--batch-size", "20", "--cpus", "2", "--seed", "0", "--log-interval", "4", "--keep-checkpoints", "1",
                  "--out", "again", "--quiet")
     assert result.exit_code == 0, result.output

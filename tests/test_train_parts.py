@@ -139,6 +139,54 @@ def test_mixed_xavier_init_and_weight_decay_on_everything():
     assert all(p.wd_mult == 1 for p in trainer._params)
 
 
+def _tiny_step(loss=None, optimizer="sgd", kvstore="device"):
+    import mxnet as mx
+
+    from gluonfuse.models import get_model
+    from gluonfuse.train.step import Step, initialize, make_trainer
+
+    mx.random.seed(0)
+    net = initialize(get_model("resnet", depth=8, classes=10), [mx.cpu()])
+    net.hybridize(static_alloc=True, static_shape=True)
+    return Step(net, make_trainer(net, optimizer, 0.1, 0.0, 0.9, kvstore), [mx.cpu()], loss=loss)
+
+
+def test_a_training_pass_asks_the_schedule_every_iteration_and_transforms_batches(pattern_data):
+    from gluonfuse.train.data import record_iter
+    from gluonfuse.train.epoch import TrainingPass
+    from gluonfuse.train.step import cross_entropy_loss
+
+    softmax_ce, labels, rates = cross_entropy_loss(), [], []
+
+    def loss(outputs, label):
+        labels.append(float(label.sum().asscalar()))
+        return softmax_ce(outputs, label)
+
+    step = _tiny_step(loss)
+
+    def zero_labels(data, label):
+        rates.append(step.trainer.learning_rate)
+        return data, [y * 0 for y in label]
+
+    it = record_iter(os.path.join(pattern_data, "train.rec"), 40, (3, 32, 32), [0] * 3, [1] * 3)
+    result, seconds, speed = TrainingPass(step, 10, transform=zero_labels)(0, it, lr=lambda i: 0.1 / (i + 1))
+    assert rates == pytest.approx([0.1, 0.05, 0.1 / 3, 0.025])
+    assert labels == [0.0] * 4  # the loss saw the transformed batch
+    assert result["count"] == 160 and seconds > 0 and speed > 0
+
+
+def test_the_step_schedule_and_its_server_form():
+    from gluonfuse.train.schedule import StepSchedule
+    from gluonfuse.train.step import schedule_on_servers
+
+    schedule = StepSchedule(0.1, 0.1, (2, 3))
+    assert [schedule(e, i) for e, i in ((0, 0), (1, 7), (2, 0), (3, 9))] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    assert StepSchedule(0.1, 0.1, ()).on_servers(10) is None
+    # dist_async: updates are counted, 10 per epoch; a run resumed after update 25 is in its third epoch
+    trainer = schedule_on_servers(_tiny_step(optimizer="nag", kvstore="local").trainer, schedule.on_servers(10), 25)
+    assert trainer.learning_rate == pytest.approx(0.01) and trainer._optimizer.begin_num_update == 25
+
+
 # ---------------------------------------------------------------- input pipeline
 
 def test_pad_crop_pads_with_exact_zeros_and_is_seeded():
@@ -296,17 +344,17 @@ def test_fractalnet_is_tested_whole_and_by_its_deepest_column(cli, pattern_data,
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cli, pattern_data, tmp_path, monkeypatch):
-    import gluonfuse.train.loop as loop
+    import gluonfuse.train.epoch as epoch
 
     calls = {"n": 0}
-    real = loop.sample_stats
+    real = epoch.sample_stats
 
     def poisoned(outputs, label):
         calls["n"] += 1
         stats = real(outputs, label)
         return stats * float("nan") if calls["n"] > 22 else stats  # epoch 1: 10 batches x 2 devices
 
-    monkeypatch.setattr(loop, "sample_stats", poisoned)
+    monkeypatch.setattr(epoch, "sample_stats", poisoned)
     out = str(tmp_path / "runs")
     result = cli(*train_args(pattern_data, out, "--epochs", "3"))
     assert result.exit_code == 1

@@ -118,7 +118,7 @@ def _check_arg_keys(model_kwargs):
 
 def _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
     from gluonfuse.train import config as cfgmod
-    from gluonfuse.train.loop import train
+    from gluonfuse.train.session import train
 
     _check_arg_keys(model_kwargs)
     if resume:

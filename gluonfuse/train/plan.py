@@ -121,7 +121,8 @@ def plan_run(config, facts, workers=1, rank=0, devices=1):
                    batch_size=dist.worker_batch(config.batch_size, workers, devices),
                    test_batch_size=max(devices, -(-config.test_batch_size // workers)),
                    steps=dist.steps_per_epoch(n_train, config.batch_size),
-                   train_part=dist.shard_range(n_train, workers, rank), test_part=dist.shard_range(n_test, workers, rank))
+                   train_part=dist.shard_range(n_train, workers, rank),
+                   test_part=dist.shard_range(n_test, workers, rank))
 
 
 def run_record(config, facts, workers=1):
