@@ -211,6 +211,69 @@ def test_arg_cannot_set_a_train_option(cli, tmp_path, args, message):
     assert not os.path.exists(tmp_path / "runs")
 
 
+def _help_value(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _listed_defaults(help_text):
+    """``{recipe: value}`` and ``[(dataset, recipe or None, value)]`` from an option's ``[...]`` list."""
+    from gluonfuse.train.config import RECIPES
+
+    (listed,) = re.findall(r"\[([^\]]*)\]", help_text)
+    per_recipe, _, departures = listed.partition("; ")
+    if per_recipe.endswith(" in every recipe"):
+        values = dict.fromkeys(RECIPES, per_recipe[:-len(" in every recipe")])
+    else:
+        values = dict(entry.split(" ", 1) for entry in per_recipe.split(", "))
+    found = []
+    for entry in filter(None, departures.split(", ")):
+        where, value = entry.rsplit(" ", 1)
+        dataset, _, recipe = where.partition(" with ")
+        found.append((dataset, recipe or None, value))
+    return values, found
+
+
+@pytest.mark.parametrize("option", ["optimizer", "lr", "lr_factor", "lr_steps", "epochs", "batch_size", "wd",
+                                    "momentum", "aug_type"])
+def test_help_lists_each_recipes_default_as_the_run_gets_it(cli, option):
+    from gluonfuse.cli.train import train_cmd
+    from gluonfuse.train.config import RECIPE_OPTIONS, RECIPES, resolve_config
+    from gluonfuse.train.schedule import steps_from_fractions
+
+    assert option in RECIPE_OPTIONS
+    (param,) = [p for p in train_cmd.params if p.name == option]
+    values, departures = _listed_defaults(param.help)
+    assert list(values) == list(RECIPES)
+    for recipe, text in values.items():
+        got = resolve_config("cross", "cifar10", recipe=recipe)
+        if option == "lr_steps":
+            assert got.lr_steps == steps_from_fractions(text.split(), got.epochs), recipe
+        else:
+            assert getattr(got, option) == _help_value(text), recipe
+    for dataset, recipe, text in departures:
+        for r in [recipe] if recipe else list(RECIPES):
+            assert getattr(resolve_config("cross", dataset, recipe=r), option) == _help_value(text), (dataset, r)
+    if option == "epochs":
+        assert ("svhn", "fusion", "40") in departures  # SPEC 1.6
+    shown = " ".join(cli("train", "--help").output.split())
+    assert " ".join(param.help.split()) in shown
+
+
+def test_help_shows_the_defaults_no_recipe_sets():
+    from gluonfuse.cli.train import train_cmd
+    from gluonfuse.train.config import resolve_config
+
+    config = resolve_config("cross", "cifar10")
+    helps = {p.name: p.help for p in train_cmd.params}
+    for option in ("kvstore", "dtype", "keep_checkpoints", "log_interval", "preprocess_threads", "out_dir"):
+        assert re.search(rf"\(default {getattr(config, option)}/?\)", helps[option]), option
+
+
 @pytest.mark.parametrize("command", ["train", "eval", "predict"])
 def test_help(cli, command):
     result = cli(command, "--help")

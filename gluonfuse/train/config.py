@@ -62,6 +62,8 @@ RECIPES: Dict[str, Recipe] = {r.name: r for r in [
            aug_type=0, model_defaults=(("dropout", 0.4),)),
 ]}
 DEFAULT_RECIPE = "fusion"
+# the TrainConfig options whose defaults are Recipe columns (and nowhere else)
+RECIPE_OPTIONS = ("optimizer", "lr", "lr_factor", "lr_steps", "epochs", "batch_size", "wd", "momentum", "aug_type")
 
 # Per-dataset departures from a recipe. SVHN: no augmentation (all recipes), 40 epochs for the
 # fusion recipe (SPEC 1.6). Digits must not be mirrored; the embedded `digits` set is a demo, so
@@ -186,13 +188,40 @@ def parse_steps(text):
 
 
 def recipe_defaults(recipe_name, dataset):
-    """The recipe's values with the dataset's departures applied (a plain dict)."""
+    """The recipe's values with the dataset's departures applied (a plain dict; ``lr_steps`` are
+    resolved against the epochs by :func:`resolve_config`)."""
     r = get_recipe(recipe_name)
-    values = {"optimizer": r.optimizer, "lr": r.lr, "lr_factor": r.lr_factor, "epochs": r.epochs,
-              "batch_size": r.batch_size, "wd": r.wd, "momentum": r.momentum, "aug_type": r.aug_type}
+    values = {name: getattr(r, name) for name in RECIPE_OPTIONS if name != "lr_steps"}
     values.update(DATASET_DEFAULTS.get(dataset, {}))
     values.update(DATASET_DEFAULTS.get((dataset, recipe_name), {}))
     return values
+
+
+def recipe_help(option):
+    """The defaults of a recipe-backed ``option`` as ``--help`` shows them, generated from the rows:
+    ``[fusion 0.1, fractal 0.02, ...]``, then the dataset departures (``; svhn with fusion 40``)."""
+    values = {name: getattr(r, option) for name, r in RECIPES.items()}
+    if len(set(values.values())) == 1:
+        text = f"{_help_value(values[DEFAULT_RECIPE])} in every recipe"
+    else:
+        text = ", ".join(f"{name} {_help_value(v)}" for name, v in values.items())
+    departures = [f"{key if isinstance(key, str) else ' with '.join(key)} {_help_value(d[option])}"
+                  for key, d in DATASET_DEFAULTS.items() if option in d]
+    return f"[{text}{'; ' + ', '.join(departures) if departures else ''}]"
+
+
+def _help_value(value):
+    if isinstance(value, tuple):  # lr_steps: fractions of the epochs
+        return " ".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def option_default(option):
+    """The default of a TrainConfig option that no recipe sets (``kvstore``, ``dtype``, ...)."""
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[option]
+    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+        raise KeyError(f"{option} has no single default (a recipe or the run decides it)")
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def resolve_config(network, dataset, data_dir=None, recipe=None, model_kwargs=None,
