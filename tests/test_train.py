@@ -166,6 +166,9 @@ def test_sigterm_marks_the_run_failed(pattern_data, tmp_path):
     (["--lr-steps", "3,1"], 2, "--lr-steps"),
     (["--batch-size", "1"], 2, "smaller than the 2 devices"),
     (["--kvstore", "devcie"], 2, "Did you mean 'device'"),
+    (["--epochs", "0"], 2, "--epochs must be a positive integer, got 0"),
+    (["--wd", "-1"], 2, "--wd must be >= 0"),
+    (["--batch-size", "3", "--kvstore", "dist_sync"], 2, "--kvstore dist_sync trains as one worker"),
 ])
 def test_bad_arguments_give_one_clear_line(cli, pattern_data, tmp_path, args, code, message):
     missing = str(tmp_path / "nowhere")
@@ -188,7 +191,9 @@ def test_eval_and_train_bad_arguments(cli, tmp_path, trained_run):
     result = cli("eval", run_dir, "--column", "2")
     assert result.exit_code == 2 and "needs a FractalNet" in result.output
     result = cli("eval", run_dir, "--which", "newest")
-    assert result.exit_code == 2 and "'best', 'last' or an epoch number" in result.output
+    assert result.exit_code == 2 and "--which checkpoint: 'best', 'last' or an epoch number" in result.output
+    result = cli("predict", run_dir, str(tmp_path / "any.png"), "--top-k", "0")
+    assert result.exit_code == 2 and result.output == "Error: --top-k must be at least 1, got 0\n"
     result = cli("eval", str(tmp_path))
     assert result.exit_code == 1 and "not a run directory" in result.output
     result = cli("eval")

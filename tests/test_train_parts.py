@@ -36,6 +36,20 @@ def test_family_recipes(recipe, steps, factor, epochs, batch, wd):
     assert (c.lr_steps, c.lr_factor, c.epochs, c.batch_size, c.wd) == (steps, factor, epochs, batch, wd)
 
 
+def test_library_errors_name_arguments_and_commands_map_them_to_flags():
+    from gluonfuse.errors import ArgumentError
+    from gluonfuse.train.config import resolve_config
+
+    with pytest.raises(ArgumentError, match="^epochs must be a positive integer, got 0$") as info:
+        resolve_config("cross", "cifar10", overrides={"epochs": 0})
+    assert info.value.with_flags({"epochs": "--epochs"}) == "--epochs must be a positive integer, got 0"
+    error = ArgumentError("dtype float16 cannot use kvstore dist_async; start with --kvstore dist_sync and "
+                          "dtypes", "dtype", "kvstore")
+    assert error.with_flags({"dtype": "--dtype", "kvstore": "--kvstore"}) == \
+        "--dtype float16 cannot use --kvstore dist_async; start with --kvstore dist_sync and dtypes"
+    assert isinstance(error, ValueError)
+
+
 def test_seed_is_fresh_per_run_unless_given():
     from gluonfuse.train.config import resolve_config
 

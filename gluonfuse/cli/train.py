@@ -6,7 +6,29 @@ import os
 import click
 
 from gluonfuse.cli.common import model_options
+from gluonfuse.errors import ArgumentError
 from gluonfuse.train.config import DEFAULT_RECIPE, OPTIMIZERS, RECIPES, option_default, recipe_help
+
+
+def speaks_flags(fn):
+    """Run a command's body so that library errors name this command's flags instead of arguments.
+
+    The library's argument names are the click parameter names (``batch_size`` is ``--batch-size``,
+    ``preprocess_threads`` is ``--threads``); the devices are ``gpus``/``cpus``. The exit code stays 2.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ArgumentError as exc:
+            ctx = click.get_current_context(silent=True)
+            if ctx is None:
+                raise
+            flags = {p.name: p.opts[0] for p in ctx.command.params if p.opts and p.opts[0].startswith("--")}
+            raise ValueError(exc.with_flags(flags)) from None
+
+    return wrapper
 
 
 def device_options(fn):
@@ -39,6 +61,7 @@ def _floats(text, name):
 
 
 @click.command("train")
+@speaks_flags
 @model_options(network_required=False)
 @click.option("--dataset", default=None,
               help="cifar10 (default), cifar100, svhn, mnist, digits, folder (a prepared folder dataset), ...: "
@@ -126,6 +149,7 @@ def _check_arg_keys(model_kwargs):
             raise ValueError(f"--arg cannot set {key!r}; use {flags[key]}")
 
 
+@speaks_flags  # also inside a distributed worker, whose errors end it in run_worker
 def _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
     from gluonfuse.train import config as cfgmod
     from gluonfuse.train.session import train
@@ -170,6 +194,7 @@ def _print_result(res, as_json):
 
 
 @click.command("eval")
+@speaks_flags
 @click.argument("run_dir", required=False)
 @click.option("--symbol", "symbol_file", default=None, help="An exported -symbol.json (instead of RUN_DIR).")
 @click.option("--params", "params_file", default=None, help="The matching .params file.")
@@ -207,6 +232,7 @@ def eval_cmd(run_dir, symbol_file, params_file, data, which, column, batch_size,
 
 
 @click.command("predict")
+@speaks_flags
 @click.argument("run_dir")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--which", default="best", show_default=True, help="best, last or an epoch number.")

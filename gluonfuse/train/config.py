@@ -16,7 +16,7 @@ import dataclasses
 import os
 from typing import Dict, List, Optional, Tuple
 
-from gluonfuse.errors import DataError, did_you_mean
+from gluonfuse.errors import ArgumentError, DataError, did_you_mean
 from gluonfuse.train import dist, precision
 from gluonfuse.train.schedule import steps_from_fractions
 
@@ -84,8 +84,8 @@ KVSTORES = ("device", "local", "nccl") + dist.DIST_KVSTORES
 
 def get_recipe(name):
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}.{did_you_mean(name, RECIPES)} "
-                         f"Known recipes: {', '.join(RECIPES)}")
+        raise ArgumentError(f"unknown recipe {name!r}.{did_you_mean(name, RECIPES)} "
+                            f"Known recipes: {', '.join(RECIPES)}", "recipe")
     return RECIPES[name]
 
 
@@ -144,35 +144,35 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         _positive("lr", self.lr, float)
         if self.wd < 0:
-            raise ValueError(f"--wd must be >= 0, got {self.wd}")
+            raise ArgumentError(f"wd must be >= 0, got {self.wd}", "wd")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+            raise ArgumentError(f"momentum must be in [0, 1), got {self.momentum}", "momentum")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}.{did_you_mean(self.optimizer, OPTIMIZERS)}"
-                             f" Known: {', '.join(OPTIMIZERS)}")
+            raise ArgumentError(f"unknown optimizer {self.optimizer!r}.{did_you_mean(self.optimizer, OPTIMIZERS)}"
+                                f" Known: {', '.join(OPTIMIZERS)}", "optimizer")
         if self.aug_type not in AUG_TYPES:
-            raise ValueError(f"--aug-type must be 0 (none), 1 (pad-crop-mirror) or 2 (scale, aspect, "
-                             f"colour, mirror, crop), got {self.aug_type!r}")
+            raise ArgumentError(f"aug_type must be 0 (none), 1 (pad-crop-mirror) or 2 (scale, aspect, "
+                                f"colour, mirror, crop), got {self.aug_type!r}", "aug_type")
         if self.kvstore not in KVSTORES:
-            raise ValueError(f"unknown --kvstore {self.kvstore!r} (use {', '.join(KVSTORES)})."
-                             f"{did_you_mean(self.kvstore, KVSTORES)}")
+            raise ArgumentError(f"unknown kvstore {self.kvstore!r} (use {', '.join(KVSTORES)})."
+                                f"{did_you_mean(self.kvstore, KVSTORES)}", "kvstore")
         precision.check_config(self.dtype, self.contexts, self.kvstore)
         bad = [s for s in self.lr_steps if not isinstance(s, int) or s <= 0]
         if bad or list(self.lr_steps) != sorted(set(self.lr_steps)):
-            raise ValueError(f"--lr-steps must be increasing positive epochs like 200,300,350, "
-                             f"got {','.join(map(str, self.lr_steps))}")
+            raise ArgumentError(f"lr_steps must be increasing positive epochs like 200,300,350, "
+                                f"got {','.join(map(str, self.lr_steps))}", "lr_steps")
         if workers > 1 or dist.is_distributed(self.kvstore):
             dist.worker_batch(self.batch_size, workers, len(self.contexts))
         elif self.batch_size < len(self.contexts):
-            raise ValueError(f"--batch-size {self.batch_size} is smaller than the {len(self.contexts)} devices "
-                             "it is split across (the batch size is global)")
+            raise ArgumentError(f"batch_size {self.batch_size} is smaller than the {len(self.contexts)} devices "
+                                "it is split across (the batch size is global)", "batch_size")
         return self
 
 
 def _positive(name, value, kind=int):
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
-        raise ValueError(f"--{name.replace('_', '-')} must be a positive "
-                         f"{'number' if kind is float else 'integer'}, got {value!r}")
+        raise ArgumentError(f"{name} must be a positive {'number' if kind is float else 'integer'}, got {value!r}",
+                            name)
 
 
 def parse_steps(text):
@@ -184,7 +184,8 @@ def parse_steps(text):
     try:
         return [int(s) for s in str(text).split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--lr-steps takes comma-separated epochs like 200,300,350, got {text!r}") from None
+        raise ArgumentError(f"lr_steps takes comma-separated epochs like 200,300,350, got {text!r}",
+                            "lr_steps") from None
 
 
 def recipe_defaults(recipe_name, dataset):
@@ -257,18 +258,18 @@ def device_names(gpus=None, cpus=None):
     kvstore aggregation) without GPUs. Default: one CPU context.
     """
     if gpus not in (None, "") and cpus not in (None, 0):
-        raise ValueError("give either --gpus or --cpus, not both")
+        raise ArgumentError("give either gpus or cpus, not both", "gpus", "cpus")
     if gpus not in (None, ""):
         try:
             ids = [int(g) for g in str(gpus).split(",") if g.strip()]
         except ValueError:
-            raise ValueError(f"--gpus takes comma-separated GPU numbers like 0,1, got {gpus!r}") from None
+            raise ArgumentError(f"gpus takes comma-separated GPU numbers like 0,1, got {gpus!r}", "gpus") from None
         if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
-            raise ValueError(f"--gpus takes distinct GPU numbers like 0,1, got {gpus!r}")
+            raise ArgumentError(f"gpus takes distinct GPU numbers like 0,1, got {gpus!r}", "gpus")
         return [f"gpu({i})" for i in ids]
     n = 1 if cpus in (None, 0) else cpus
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"--cpus must be a positive number of CPU contexts, got {cpus!r}")
+        raise ArgumentError(f"cpus must be a positive number of CPU contexts, got {cpus!r}", "cpus")
     return [f"cpu({i})" for i in range(n)]
 
 
@@ -283,11 +284,11 @@ def make_contexts(names):
         if kind == "gpu":
             available = mx.context.num_gpus()
             if available == 0:
-                raise ValueError(f"--gpus asks for {name} but this mxnet build sees no GPU (a CPU-only "
-                                 "build or no visible device); use --cpus N to run on N CPU contexts")
+                raise ArgumentError(f"gpus: {name} is asked for, but this mxnet build sees no GPU (a CPU-only "
+                                    "build or no visible device); use cpus N to run on N CPU contexts", "gpus", "cpus")
             if index >= available:
-                raise ValueError(f"--gpus asks for {name} but only {available} GPU(s) are visible "
-                                 f"(0..{available - 1})")
+                raise ArgumentError(f"gpus: {name} is asked for, but only {available} GPU(s) are visible "
+                                    f"(0..{available - 1})", "gpus")
             contexts.append(mx.gpu(index))
         elif kind == "cpu":
             contexts.append(mx.cpu(index))

@@ -6,7 +6,7 @@ The padded tail of the last batch is never counted (see :mod:`gluonfuse.train.me
 """
 import os
 
-from gluonfuse.errors import DataError
+from gluonfuse.errors import ArgumentError, DataError
 from gluonfuse.train.metrics import Meter, as_outputs, sample_stats
 
 
@@ -127,13 +127,14 @@ def evaluate_exported(symbol_file, params_file, data, mean=None, std=None, class
         mean, std = export_meta["mean"], export_meta["std"]  # the trainer records them in the export
     if mean is None or std is None:
         if meta is None:
-            raise ValueError(f"no meta.json beside {data}: give --mean and --std (0..255 scale, RGB)")
+            raise ArgumentError(f"no meta.json beside {data}: give mean and std (0..255 scale, RGB)", "mean", "std")
         mean, std = normalisation(meta.get("name", ""), meta, os.path.join(data_dir, "meta.json"))
     classes = classes or export_meta.get("classes") or (meta or {}).get("num_classes")
     if isinstance(classes, list):
         classes = len(classes)
     if not classes:
-        raise ValueError("cannot tell the number of classes: give --classes")
+        raise ArgumentError(f"cannot tell the number of classes of {data} (no export metadata or meta.json says): "
+                            "give classes", "classes")
     input_shape = input_shape or export_meta.get("input_shape") or (meta or {}).get("image_shape") or (3, 32, 32)
     net = load_exported(symbol_file, params_file, contexts)
     it = record_iter(data, batch_size, input_shape, mean, std, threads=threads, stored_size=stored_size(meta))

@@ -14,7 +14,7 @@ import os
 from typing import Optional, Tuple
 
 from gluonfuse.data.meta import meta_path, read_meta, stored_size
-from gluonfuse.errors import DataError
+from gluonfuse.errors import ArgumentError, DataError
 from gluonfuse.train import dist
 from gluonfuse.train.config import TrainConfig, get_recipe
 from gluonfuse.train.data import count_records, ensure_dataset, normalisation, record_iter
@@ -61,8 +61,8 @@ def _network_spec(config, classes):
 
     asked = config.model_kwargs.get("classes")
     if asked is not None and asked != classes:
-        raise ValueError(f"--classes {asked} does not match the dataset: {config.data_dir}/meta.json has "
-                         f"{classes} classes")
+        raise ArgumentError(f"classes {asked} does not match the dataset: {config.data_dir}/meta.json has "
+                            f"{classes} classes", "classes")
     entry = get_entry(config.network)
     kwargs = dict(config.model_kwargs, classes=classes)
     # recipe-implied model arguments (wrn_svhn's dropout) where the network takes them

@@ -15,7 +15,7 @@ import os
 import signal
 import threading
 
-from gluonfuse.errors import NonFiniteLossError
+from gluonfuse.errors import ArgumentError, NonFiniteLossError
 from gluonfuse.io import write_json
 from gluonfuse.train import dist, precision
 from gluonfuse.train.build import build_training
@@ -61,7 +61,7 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
 
 def _starting_config(config, resume, overrides):
     if (config is None) == (resume is None):
-        raise ValueError("give a configuration or --resume RUN_DIR, not both")
+        raise ArgumentError("give config or resume (a run directory), exactly one of them", "resume")
     if resume is None:
         return config
     config = TrainConfig.from_dict(load_run(resume).config, source=os.path.join(resume, "config.json"))
@@ -208,8 +208,8 @@ class Session:
 def _last_good(store):
     last = store.latest()
     where = f"epoch {last[0]}" if last else "none yet"
-    return (f"The last good checkpoint ({where}) is intact in {store.dir}. Lower --lr or check the data, "
-            "then start again (or --resume).")
+    return (f"The last good checkpoint ({where}) is intact in {store.dir}. Lower the learning rate or check the "
+            "data, then start again (or resume).")
 
 
 def export_run(run_dir, config, facts):
