@@ -108,7 +108,7 @@ def _floats(text, name):
 @click.option("--resume", default=None, metavar="RUN_DIR",
               help="Continue RUN_DIR from its last checkpoint (only --epochs, --gpus/--cpus and --quiet apply).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; log lines only.")
-def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
+def train_cmd(network, model_kwargs, devices, resume, quiet, **options):
     """Train a network on a prepared dataset; write a run directory under runs/.
 
     Defaults come from the recipe (--recipe; the default, fusion, is the authors' recipe of SPEC
@@ -130,14 +130,13 @@ def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume,
         import mxnet  # noqa: F401
         return
     if os.environ.get("DMLC_ROLE") != "worker":
-        return _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options)
+        return _train(network, model_kwargs, devices, resume, quiet, options)
     # a worker of a distributed job must never exit normally after a failure: ps-lite's finalize
     # barrier would wait forever for the other workers, and the launcher could not see the failure
     from gluonfuse.cli import run_guarded
     from gluonfuse.train.dist import run_worker
 
-    run_worker(run_guarded, _train, network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet,
-               **options)
+    run_worker(run_guarded, _train, network, model_kwargs, devices, resume, quiet, options)
 
 
 def _check_arg_keys(model_kwargs):
@@ -150,14 +149,14 @@ def _check_arg_keys(model_kwargs):
 
 
 @speaks_flags  # also inside a distributed worker, whose errors end it in run_worker
-def _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
-    from gluonfuse.train import config as cfgmod
+def _train(network, model_kwargs, devices, resume, quiet, options):
+    """``options``: train's other options by argument name (None when not given)."""
+    from gluonfuse.train.config import resolve_config
     from gluonfuse.train.session import train
 
     _check_arg_keys(model_kwargs)
     if resume:
-        given = [name for name, value in dict(options, network=network, dataset=dataset, data_dir=data_dir,
-                                              recipe=recipe, **model_kwargs).items()
+        given = [name for name, value in dict(options, network=network, **model_kwargs).items()
                  if value is not None and name != "epochs"]
         if given:
             raise ValueError(f"--resume continues a run with its saved configuration; only --epochs, "
@@ -167,9 +166,10 @@ def _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, qu
     else:
         if not network:
             raise click.UsageError("Missing option '--network' (or give --resume RUN_DIR).")
-        dataset = dataset or "cifar10"
-        conf = cfgmod.resolve_config(network, dataset, data_dir=data_dir, recipe=recipe, model_kwargs=model_kwargs,
-                                     overrides=options, contexts=devices or ["cpu(0)"])
+        options = dict(options)
+        dataset = options.pop("dataset") or "cifar10"
+        conf = resolve_config(network, dataset, data_dir=options.pop("data_dir"), recipe=options.pop("recipe"),
+                              model_kwargs=model_kwargs, overrides=dict(options, contexts=devices))
         result = train(conf, quiet=quiet, echo=click.echo)
     last = result["last"]
     if last:

@@ -226,8 +226,10 @@ def option_default(option):
 
 
 def resolve_config(network, dataset, data_dir=None, recipe=None, model_kwargs=None,
-                   overrides: Optional[dict] = None, contexts=("cpu(0)",)):
+                   overrides: Optional[dict] = None, contexts=None):
     """Merge recipe, dataset defaults and ``overrides`` (None values ignored) into a TrainConfig.
+
+    ``contexts``: device names such as ``['gpu(0)', 'gpu(1)']`` (default: TrainConfig's, one CPU).
 
     Needs no data: what the dataset decides (classes, mean/std, input shape) is read when the run
     starts (:func:`gluonfuse.train.plan.read_facts`).
@@ -236,6 +238,8 @@ def resolve_config(network, dataset, data_dir=None, recipe=None, model_kwargs=No
     r = get_recipe(recipe)
     values = recipe_defaults(recipe, dataset)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if contexts is not None:
+        overrides["contexts"] = contexts
     steps = parse_steps(overrides.pop("lr_steps", None))
     values.update(overrides)
     if steps is None:
@@ -245,9 +249,10 @@ def resolve_config(network, dataset, data_dir=None, recipe=None, model_kwargs=No
         # like the authors' time-based seed, repeated runs differ; the drawn seed is saved in
         # config.json, so --resume reproduces the run
         values["seed"] = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
+    if "contexts" in values:
+        values["contexts"] = list(values["contexts"])
     cfg = TrainConfig(network=network, model_kwargs=dict(model_kwargs or {}), dataset=dataset,
-                      data_dir=data_dir or f"data/{dataset}", recipe=recipe, lr_steps=steps,
-                      contexts=list(contexts), **values)
+                      data_dir=data_dir or f"data/{dataset}", recipe=recipe, lr_steps=steps, **values)
     return cfg.validate()
 
 
