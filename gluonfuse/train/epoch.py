@@ -2,9 +2,9 @@
 
 :meth:`Training.run_epoch` is the whole epoch: reseed, train, gather the weights, test.
 :class:`TrainingPass` feeds a run's batches to its :class:`~gluonfuse.train.step.Step`. Per batch:
-the labels are checked, the batch is split over the devices, an optional transform rewrites it, the
-learning rate of this iteration is set, the step runs, and the metrics are read one batch late so
-the devices never wait for Python. After the pass, every :class:`Evaluator` (the network, plus e.g.
+the learning rate of this iteration is set, the labels are checked, the batch is split over the
+devices, an optional transform rewrites it, the step runs, and the metrics are read one batch late
+so the devices never wait for Python. After the pass, every :class:`Evaluator` (the network, plus e.g.
 FractalNet's deepest column) is tested on the whole test set (:func:`evaluate_all`); an
 :class:`EpochResult` carries all numbers to the recorders (:mod:`gluonfuse.train.records`) and to the
 log lines below, which follow the authors' MXNet FeedForward format (their get_results.py parses it).
