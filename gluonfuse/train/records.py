@@ -13,10 +13,10 @@ from gluonfuse.train.rundir import MEMBER_COLUMNS, METRIC_COLUMNS, read_csv_rows
 
 
 def update_best(best, result):
-    """``(best, improved)`` after ``result``: the epoch with the lowest test error so far."""
+    """The best epoch after ``result``: the one with the lowest test error so far."""
     if best["test_error"] is None or result.test["error"] < best["test_error"]:
-        return {"epoch": result.done, "test_error": result.test["error"]}, True
-    return best, False
+        return {"epoch": result.done, "test_error": result.test["error"]}
+    return best
 
 
 class _CsvFile:
@@ -77,7 +77,7 @@ class Checkpoints:
         self.store, self.net, self.trainer, self.states = store, net, trainer, states
 
     def record(self, result, best):
-        if best["epoch"] == result.done:
+        if best["epoch"] == result.done:  # a new best
             self.store.save_best(result.done, self.net, {"test": result.test})
         self.store.save(result.done, self.net, self.trainer, {"best": best, "lr": result.lr, "test": result.test},
                         states=self.states)

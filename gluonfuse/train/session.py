@@ -23,7 +23,7 @@ from gluonfuse.train.checkpoint import CheckpointStore
 from gluonfuse.train.config import TrainConfig, make_contexts
 from gluonfuse.train.epoch import PassLog, epoch_lines, summary_line
 from gluonfuse.train.plan import plan_run, read_facts, run_record
-from gluonfuse.train.records import make_recorders, update_best
+from gluonfuse.train.records import MetricsFile, make_recorders, update_best
 from gluonfuse.train.rundir import create_run_dir, load_run, run_base_name, write_status
 
 
@@ -135,7 +135,7 @@ class Session:
                 result = training.run_epoch(epoch, log=self.console.file)
                 for line in epoch_lines(result):
                     self.console.file(line)
-                best, _ = update_best(best, result)
+                best = update_best(best, result)
                 for recorder in recorders:
                     recorder.record(result, best)
                 self.console.echo(summary_line(result, config.epochs))
@@ -195,7 +195,7 @@ class Session:
         if not self.team.lead:  # rank 0 keeps the records and exports
             self.console.file("finished")
             return {"run_dir": run_dir, "best_epoch": None, "best_test_error": None, "last": {}, "export": None}
-        rows = recorders[0].rows
+        rows = next(r for r in recorders if isinstance(r, MetricsFile)).rows
         paths = export_run(run_dir, self.plan.config, self.plan.facts)
         write_status(run_dir, state="finished", epoch=self.plan.config.epochs, best_epoch=best["epoch"],
                      best_test_error=best["test_error"], message="finished")
