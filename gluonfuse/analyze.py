@@ -407,7 +407,8 @@ def analyze_run(run_dir, which="best", data=None, contexts=None, batch_size=None
     component. Raises ValueError for a network without an ensemble view, DataError for bad files.
     """
     from gluonfuse.train.data import count_records, record_iter
-    from gluonfuse.train.evaluate import _stored_size, evaluate
+    from gluonfuse.data.meta import stored_size as _stored_size
+    from gluonfuse.train.evaluate import evaluate
     from gluonfuse.train.rundir import load_run
 
     run = load_run(run_dir)

@@ -1,7 +1,7 @@
 """Compare repeated runs: final errors as median (mean ± std, best), and test-error curves.
 
 Reads run directories written by ``gluonfuse train`` (``config.json``, ``metrics.csv``,
-``status.json``; the contract and the metrics columns are :mod:`gluonfuse.train.rundir`'s), without
+``status.json``; the contract, the metrics columns and the reader are :mod:`gluonfuse.train.rundir`'s), without
 mxnet. The statistics follow the authors'
 ``get_results.py`` (zlmzju/fusenet), so figures compare with the papers' tables:
 
@@ -13,9 +13,9 @@ mxnet. The statistics follow the authors'
   lowest final error of any run. Errors are shown in percent.
 
 Unfinished, failed or corrupt runs are not silently dropped: :func:`scan_runs` returns them with the
-reason, and the CLI lists them. :func:`read_run` checks every file strictly, for statistics (a bad
-cell is a DataError naming the file and line); ``gluonfuse analyze``, ``eval`` and ``predict``, which
-need one run's configuration and checkpoints, read it with :func:`gluonfuse.train.rundir.load_run`.
+reason, and the CLI lists them. Runs are read with :func:`gluonfuse.train.rundir.load_run` in its
+strict mode (every file and cell checked; a bad cell is a DataError naming the file and line), the
+same reader ``eval``, ``predict`` and ``analyze`` use leniently.
 """
 import csv
 import dataclasses
@@ -23,12 +23,10 @@ import math
 import os
 
 from gluonfuse.errors import DataError, did_you_mean
-from gluonfuse.io import read_json, saved_figure
-from gluonfuse.train.rundir import METRIC_COLUMNS  # the columns 'gluonfuse train' writes (no mxnet import)
+from gluonfuse.io import saved_figure
+from gluonfuse.train.rundir import Run, load_run  # the one reader of run directories (no mxnet import)
 
 RUN_FILES = ("config.json", "metrics.csv", "status.json")
-REQUIRED_COLUMNS = ("epoch", "train_error", "test_error")
-ERROR_COLUMNS = ("train_error", "train_top5_error", "test_error", "test_top5_error")
 # --by names -> where they live in config.json; any other config or model_kwargs key works too
 GROUP_KEYS = {"network": ("network",), "depth": ("model_kwargs", "depth"),
               "widen": ("model_kwargs", "widen_factor"), "dataset": ("dataset",)}
@@ -36,102 +34,18 @@ DEFAULT_BY = ("network", "depth", "widen", "dataset")
 FORMATS = ("table", "csv", "markdown")
 
 
-@dataclasses.dataclass
-class Run:
-    """One run directory's files, read and checked."""
-
-    path: str
-    config: dict
-    metrics: list  # one dict per finished epoch: column -> float (None for an empty cell)
-    status: dict
-
-    @property
-    def state(self):
-        return self.status.get("state")
-
-    @property
-    def final(self):
-        return self.metrics[-1]
-
-    def curve(self, column="test_error"):
-        return [row[column] for row in self.metrics]
-
-    def value(self, key):
-        """The value of grouping key ``key`` (``network``, ``depth``, ... or any config key)."""
-        if key in GROUP_KEYS:
-            where = GROUP_KEYS[key]
-        elif key in self.config:
-            where = (key,)
-        else:
-            where = ("model_kwargs", key)
-        value = self.config
-        for part in where:
-            value = value.get(part) if isinstance(value, dict) else None
-        return tuple(value) if isinstance(value, list) else value
-
-
-def _read_metrics(path):
-    try:
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise DataError(f"{path} is empty (expected the header {','.join(METRIC_COLUMNS)})")
-            header = [h.strip() for h in header]
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if missing:
-                raise DataError(f"{path} line 1: the header lacks {', '.join(missing)} "
-                                f"(expected {','.join(METRIC_COLUMNS)})")
-            rows = []
-            for line, cells in enumerate(reader, start=2):
-                if not cells:
-                    continue
-                if len(cells) != len(header):
-                    raise DataError(f"{path} line {line}: {len(cells)} fields, the header has {len(header)}")
-                row = _metric_row(path, line, dict(zip(header, cells)))
-                if rows and row["epoch"] <= rows[-1]["epoch"]:
-                    raise DataError(f"{path} line {line}: epoch {row['epoch']:g} does not follow "
-                                    f"epoch {rows[-1]['epoch']:g}")
-                rows.append(row)
-    except FileNotFoundError:
-        raise DataError(f"metrics file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    if not rows:
-        raise DataError(f"{path} has no epochs (only a header)")
-    return rows
-
-
-def _metric_row(path, line, cells):
-    row = {}
-    for name, text in cells.items():
-        text = text.strip()
-        if text == "" and name not in REQUIRED_COLUMNS:
-            row[name] = None
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            raise DataError(f"{path} line {line}: {name} is {text!r}, not a number") from None
-        if name in REQUIRED_COLUMNS and not math.isfinite(value):
-            raise DataError(f"{path} line {line}: {name} is {text}")
-        if name in ERROR_COLUMNS and math.isfinite(value) and not 0 <= value <= 1:
-            raise DataError(f"{path} line {line}: {name} is {value:g}; errors are fractions in [0, 1]")
-        row[name] = value
-    return row
-
-
-def read_run(path):
-    """Read run directory ``path``; a missing or malformed file is a :class:`DataError` naming it."""
-    config = read_json(os.path.join(path, "config.json"), "run configuration")
-    status = read_json(os.path.join(path, "status.json"), "run status")
-    for name, obj in (("config.json", config), ("status.json", status)):
-        if not isinstance(obj, dict):
-            raise DataError(f"{os.path.join(path, name)} is not a JSON object")
-    if "network" not in config:
-        raise DataError(f"{os.path.join(path, 'config.json')} has no 'network'")
-    metrics = _read_metrics(os.path.join(path, "metrics.csv"))
-    return Run(path, config, metrics, status)
+def run_value(run, key):
+    """The value of grouping key ``key`` (``network``, ``depth``, ... or any config key) for ``run``."""
+    if key in GROUP_KEYS:
+        where = GROUP_KEYS[key]
+    elif key in run.config:
+        where = (key,)
+    else:
+        where = ("model_kwargs", key)
+    value = run.config
+    for part in where:
+        value = value.get(part) if isinstance(value, dict) else None
+    return tuple(value) if isinstance(value, list) else value
 
 
 def find_run_dirs(root):
@@ -179,7 +93,7 @@ def scan_runs(root):
             skipped.append((path, "unfinished (no status.json yet)"))
             continue
         try:
-            run = read_run(path)
+            run = load_run(path, strict=True)
         except DataError as exc:
             skipped.append((path, f"corrupt: {exc}"))
             continue
@@ -274,7 +188,7 @@ def group_runs(runs, by=DEFAULT_BY):
     by = check_by(by, runs)
     groups = {}
     for run in runs:
-        groups.setdefault(tuple(run.value(k) for k in by), []).append(run)
+        groups.setdefault(tuple(run_value(run, k) for k in by), []).append(run)
     out = []
     for key in sorted(groups, key=_sort_key):
         members = sorted(groups[key], key=lambda r: r.path)

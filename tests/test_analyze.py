@@ -21,7 +21,7 @@ mx = pytest.importorskip("mxnet")
 def tiny_run(pattern_data, tmp_path_factory):  # noqa: F811
     """``tiny_run('fuse3', depth=11)`` -> the directory of a finished 1-epoch run (cached per module)."""
     from gluonfuse.train.config import resolve_config
-    from gluonfuse.train.loop import train
+    from gluonfuse.train.session import train
 
     out = str(tmp_path_factory.mktemp("analyze_runs"))
     cache = {}

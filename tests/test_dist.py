@@ -89,7 +89,7 @@ def reference_first_epoch(run_dir, out):
     from gluonfuse.models import get_model
     from gluonfuse.train.checkpoint import epoch_seed, seed_everything
     from gluonfuse.train.data import record_iter
-    from gluonfuse.train.loop import Step, average_running_stats, initialize, make_trainer
+    from gluonfuse.train.step import Step, average_running_stats, initialize, make_trainer
 
     cfg = json.loads(_read(run_dir, "config.json"))
     contexts = [mx.cpu(0), mx.cpu(1)]
@@ -340,7 +340,7 @@ def test_steps_and_kvstore_names_have_one_definition():
 
     assert [steps_per_epoch(n, 32) for n in (1, 32, 160, 161)] == [1, 1, 5, 6]
     assert [k for k in KVSTORES if is_distributed(k)] == list(DIST_KVSTORES)
-    with pytest.raises(ValueError, match="use --kvstore dist_sync, dist_device_sync or dist_async"):
+    with pytest.raises(ValueError, match="use kvstore dist_sync, dist_device_sync or dist_async"):
         job_size("local", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "2"})
 
 
@@ -372,7 +372,7 @@ def test_distributed_kvstores_need_a_job(cli, pattern_data, tmp_path):
                  "--kvstore", "dist_sync")
     assert result.exit_code == 2 and "gluonfuse launch -n WORKERS" in result.output, result.output
     assert not os.path.exists(tmp_path / "runs")
-    with pytest.raises(ValueError, match="trains on one machine; use --kvstore dist_sync"):
+    with pytest.raises(ValueError, match="trains on one machine; use kvstore dist_sync"):
         job_size("device", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "2"})
     assert job_size("dist_async", {"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "3"}) == 3
 

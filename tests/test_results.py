@@ -64,13 +64,31 @@ def runs(tmp_path):
 
 
 def test_metric_columns_are_the_run_directory_contract(tmp_path):
-    """results reads the very columns train writes: one definition, in gluonfuse.train.rundir."""
+    """results reads runs with the trainer's own reader, which knows the columns train writes."""
     from gluonfuse.train import rundir
 
-    assert res.METRIC_COLUMNS is rundir.METRIC_COLUMNS
+    assert res.load_run is rundir.load_run
     assert HEADER.split(",") == list(rundir.METRIC_COLUMNS)
     with pytest.raises(DataError, match="expected the header " + HEADER):
-        res.read_run(str(make_run(tmp_path, "empty", [0.1], metrics_text="")))
+        rundir.load_run(str(make_run(tmp_path, "empty", [0.1], metrics_text="")), strict=True)
+
+
+def test_strict_and_lenient_reading_of_one_run(tmp_path):
+    from gluonfuse.train.rundir import load_run
+
+    run = make_run(tmp_path, "garbage", [0.1], metrics_text=HEADER + "\n1,0.1,1,0.2,0.1,1,oops,0.1,1,1\n")
+    lenient = load_run(str(run))
+    assert lenient.metrics[0]["test_error"] == "oops" and lenient.metrics[0]["epoch"] == 1
+    with pytest.raises(DataError, match="metrics.csv line 2: test_error is 'oops', not a number"):
+        load_run(str(run), strict=True)
+    (run / "status.json").unlink()
+    assert load_run(str(run)).status == {}
+    with pytest.raises(DataError, match="run status not found"):
+        load_run(str(make_run(tmp_path, "nostatus", [0.1], state=None)), strict=True)
+    with pytest.raises(DataError, match="not a run directory"):
+        load_run(str(tmp_path))
+    good = load_run(str(make_run(tmp_path, "good", [0.3, 0.2])), strict=True)
+    assert good.state == "finished" and good.curve() == [0.3, 0.2] and good.final["epoch"] == 2
 
 
 def test_importing_results_loads_neither_mxnet_nor_matplotlib():

@@ -166,6 +166,9 @@ def test_sigterm_marks_the_run_failed(pattern_data, tmp_path):
     (["--lr-steps", "3,1"], 2, "--lr-steps"),
     (["--batch-size", "1"], 2, "smaller than the 2 devices"),
     (["--kvstore", "devcie"], 2, "Did you mean 'device'"),
+    (["--epochs", "0"], 2, "--epochs must be a positive integer, got 0"),
+    (["--wd", "-1"], 2, "--wd must be >= 0"),
+    (["--batch-size", "3", "--kvstore", "dist_sync"], 2, "--kvstore dist_sync trains as one worker"),
 ])
 def test_bad_arguments_give_one_clear_line(cli, pattern_data, tmp_path, args, code, message):
     missing = str(tmp_path / "nowhere")
@@ -188,7 +191,9 @@ def test_eval_and_train_bad_arguments(cli, tmp_path, trained_run):
     result = cli("eval", run_dir, "--column", "2")
     assert result.exit_code == 2 and "needs a FractalNet" in result.output
     result = cli("eval", run_dir, "--which", "newest")
-    assert result.exit_code == 2 and "'best', 'last' or an epoch number" in result.output
+    assert result.exit_code == 2 and "--which checkpoint: 'best', 'last' or an epoch number" in result.output
+    result = cli("predict", run_dir, str(tmp_path / "any.png"), "--top-k", "0")
+    assert result.exit_code == 2 and result.output == "Error: --top-k must be at least 1, got 0\n"
     result = cli("eval", str(tmp_path))
     assert result.exit_code == 1 and "not a run directory" in result.output
     result = cli("eval")
@@ -209,6 +214,69 @@ def test_arg_cannot_set_a_train_option(cli, tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [f"Error: {message}"], result.output
     assert not os.path.exists(tmp_path / "runs")
+
+
+def _help_value(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _listed_defaults(help_text):
+    """``{recipe: value}`` and ``[(dataset, recipe or None, value)]`` from an option's ``[...]`` list."""
+    from gluonfuse.train.config import RECIPES
+
+    (listed,) = re.findall(r"\[([^\]]*)\]", help_text)
+    per_recipe, _, departures = listed.partition("; ")
+    if per_recipe.endswith(" in every recipe"):
+        values = dict.fromkeys(RECIPES, per_recipe[:-len(" in every recipe")])
+    else:
+        values = dict(entry.split(" ", 1) for entry in per_recipe.split(", "))
+    found = []
+    for entry in filter(None, departures.split(", ")):
+        where, value = entry.rsplit(" ", 1)
+        dataset, _, recipe = where.partition(" with ")
+        found.append((dataset, recipe or None, value))
+    return values, found
+
+
+@pytest.mark.parametrize("option", ["optimizer", "lr", "lr_factor", "lr_steps", "epochs", "batch_size", "wd",
+                                    "momentum", "aug_type"])
+def test_help_lists_each_recipes_default_as_the_run_gets_it(cli, option):
+    from gluonfuse.cli.train import train_cmd
+    from gluonfuse.train.config import RECIPE_OPTIONS, RECIPES, resolve_config
+    from gluonfuse.train.schedule import steps_from_fractions
+
+    assert option in RECIPE_OPTIONS
+    (param,) = [p for p in train_cmd.params if p.name == option]
+    values, departures = _listed_defaults(param.help)
+    assert list(values) == list(RECIPES)
+    for recipe, text in values.items():
+        got = resolve_config("cross", "cifar10", recipe=recipe)
+        if option == "lr_steps":
+            assert got.lr_steps == steps_from_fractions(text.split(), got.epochs), recipe
+        else:
+            assert getattr(got, option) == _help_value(text), recipe
+    for dataset, recipe, text in departures:
+        for r in [recipe] if recipe else list(RECIPES):
+            assert getattr(resolve_config("cross", dataset, recipe=r), option) == _help_value(text), (dataset, r)
+    if option == "epochs":
+        assert ("svhn", "fusion", "40") in departures  # SPEC 1.6
+    shown = " ".join(cli("train", "--help").output.split())
+    assert " ".join(param.help.split()) in shown
+
+
+def test_help_shows_the_defaults_no_recipe_sets():
+    from gluonfuse.cli.train import train_cmd
+    from gluonfuse.train.config import resolve_config
+
+    config = resolve_config("cross", "cifar10")
+    helps = {p.name: p.help for p in train_cmd.params}
+    for option in ("kvstore", "dtype", "keep_checkpoints", "log_interval", "preprocess_threads", "out_dir"):
+        assert re.search(rf"\(default {getattr(config, option)}/?\)", helps[option]), option
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "predict"])

@@ -36,6 +36,20 @@ def test_family_recipes(recipe, steps, factor, epochs, batch, wd):
     assert (c.lr_steps, c.lr_factor, c.epochs, c.batch_size, c.wd) == (steps, factor, epochs, batch, wd)
 
 
+def test_library_errors_name_arguments_and_commands_map_them_to_flags():
+    from gluonfuse.errors import ArgumentError
+    from gluonfuse.train.config import resolve_config
+
+    with pytest.raises(ArgumentError, match="^epochs must be a positive integer, got 0$") as info:
+        resolve_config("cross", "cifar10", overrides={"epochs": 0})
+    assert info.value.with_flags({"epochs": "--epochs"}) == "--epochs must be a positive integer, got 0"
+    error = ArgumentError("dtype float16 cannot use kvstore dist_async; start with --kvstore dist_sync and "
+                          "dtypes", "dtype", "kvstore")
+    assert error.with_flags({"dtype": "--dtype", "kvstore": "--kvstore"}) == \
+        "--dtype float16 cannot use --kvstore dist_async; start with --kvstore dist_sync and dtypes"
+    assert isinstance(error, ValueError)
+
+
 def test_seed_is_fresh_per_run_unless_given():
     from gluonfuse.train.config import resolve_config
 
@@ -54,6 +68,42 @@ def test_overrides_and_schedule():
         pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.0001])
     c = resolve_config("cross", "cifar10", overrides={"lr_steps": "10,20"})
     assert c.lr_steps == [10, 20]
+
+
+OLD_CONFIG = os.path.join(os.path.dirname(__file__), "fixtures", "runs", "fractalnet_c2_b2_patterns_1", "config.json")
+DERIVED = {"classes", "mean", "std", "input_shape", "num_workers"}
+
+
+def test_the_config_holds_choices_only_and_reads_old_config_files():
+    from gluonfuse.errors import DataError
+    from gluonfuse.train.config import TrainConfig, resolve_config
+
+    assert not DERIVED & set(resolve_config("cross", "cifar10").to_dict())
+    with open(OLD_CONFIG) as f:
+        old = json.load(f)
+    assert TrainConfig.from_dict(old).to_dict() == {k: v for k, v in old.items() if k not in DERIVED}
+    with pytest.raises(DataError, match="config.json lacks lr, seed"):
+        TrainConfig.from_dict({k: v for k, v in old.items() if k not in ("lr", "seed")})
+
+
+def test_the_dataset_and_the_job_decide_the_rest(pattern_data):
+    from gluonfuse.train.config import resolve_config
+    from gluonfuse.train.plan import plan_run, read_facts, run_record
+
+    config = resolve_config("cross", "patterns", data_dir=pattern_data, model_kwargs={"depth": 14},
+                            overrides={"batch_size": 32, "test_batch_size": 10})
+    facts = read_facts(config)
+    assert (facts.classes, facts.input_shape, facts.stored_size) == (10, (3, 32, 32), 32)
+    assert (facts.train_records, facts.test_records) == (160, 50)
+    assert facts.model_kwargs == {"depth": 14, "widen_factor": 1, "classes": 10}
+    assert config.model_kwargs == {"depth": 14}  # the user's choice is left as it was
+    plan = plan_run(config, facts, workers=2, rank=1, devices=1)
+    assert (plan.batch_size, plan.test_batch_size, plan.steps) == (16, 5, 5)
+    assert (plan.train_part, plan.test_part) == ((80, 160), (25, 50))
+    with open(OLD_CONFIG) as f:
+        assert set(run_record(config, facts, 2)) == set(json.load(f))  # config.json keeps its keys
+    with pytest.raises(ValueError, match="does not match the dataset"):
+        read_facts(resolve_config("cross", "patterns", data_dir=pattern_data, model_kwargs={"classes": 5}))
 
 
 def test_device_names_and_gpu_error():
@@ -79,7 +129,7 @@ def test_mixed_xavier_init_and_weight_decay_on_everything():
     import mxnet as mx
 
     from gluonfuse.models import get_model
-    from gluonfuse.train.loop import initialize, make_trainer
+    from gluonfuse.train.step import initialize, make_trainer
 
     mx.random.seed(0)
     net = initialize(get_model("cross", depth=26, widen_factor=2), [mx.cpu()])
@@ -101,6 +151,54 @@ def test_mixed_xavier_init_and_weight_decay_on_everything():
     trained = {p.name for p in trainer._params}
     assert any(n.endswith("gamma") for n in trained) and any(n.endswith("beta") for n in trained)
     assert all(p.wd_mult == 1 for p in trainer._params)
+
+
+def _tiny_step(loss=None, optimizer="sgd", kvstore="device"):
+    import mxnet as mx
+
+    from gluonfuse.models import get_model
+    from gluonfuse.train.step import Step, initialize, make_trainer
+
+    mx.random.seed(0)
+    net = initialize(get_model("resnet", depth=8, classes=10), [mx.cpu()])
+    net.hybridize(static_alloc=True, static_shape=True)
+    return Step(net, make_trainer(net, optimizer, 0.1, 0.0, 0.9, kvstore), [mx.cpu()], loss=loss)
+
+
+def test_a_training_pass_asks_the_schedule_every_iteration_and_transforms_batches(pattern_data):
+    from gluonfuse.train.data import record_iter
+    from gluonfuse.train.epoch import TrainingPass
+    from gluonfuse.train.step import cross_entropy_loss
+
+    softmax_ce, labels, rates = cross_entropy_loss(), [], []
+
+    def loss(outputs, label):
+        labels.append(float(label.sum().asscalar()))
+        return softmax_ce(outputs, label)
+
+    step = _tiny_step(loss)
+
+    def zero_labels(data, label):
+        rates.append(step.trainer.learning_rate)
+        return data, [y * 0 for y in label]
+
+    it = record_iter(os.path.join(pattern_data, "train.rec"), 40, (3, 32, 32), [0] * 3, [1] * 3)
+    result, seconds, speed = TrainingPass(step, 10, transform=zero_labels)(0, it, lr=lambda i: 0.1 / (i + 1))
+    assert rates == pytest.approx([0.1, 0.05, 0.1 / 3, 0.025])
+    assert labels == [0.0] * 4  # the loss saw the transformed batch
+    assert result["count"] == 160 and seconds > 0 and speed > 0
+
+
+def test_the_step_schedule_and_its_server_form():
+    from gluonfuse.train.schedule import StepSchedule
+    from gluonfuse.train.step import schedule_on_servers
+
+    schedule = StepSchedule(0.1, 0.1, (2, 3))
+    assert [schedule(e, i) for e, i in ((0, 0), (1, 7), (2, 0), (3, 9))] == pytest.approx([0.1, 0.1, 0.01, 0.001])
+    assert StepSchedule(0.1, 0.1, ()).on_servers(10) is None
+    # dist_async: updates are counted, 10 per epoch; a run resumed after update 25 is in its third epoch
+    trainer = schedule_on_servers(_tiny_step(optimizer="nag", kvstore="local").trainer, schedule.on_servers(10), 25)
+    assert trainer.learning_rate == pytest.approx(0.01) and trainer._optimizer.begin_num_update == 25
 
 
 # ---------------------------------------------------------------- input pipeline
@@ -181,7 +279,7 @@ def test_evaluate_counts_exactly_the_test_set(pattern_data):
     from gluonfuse.data.meta import read_meta
     from gluonfuse.train.data import normalisation, record_iter
     from gluonfuse.train.evaluate import evaluate
-    from gluonfuse.train.loop import initialize
+    from gluonfuse.train.step import initialize
 
     meta = read_meta(pattern_data)
     mean, std = normalisation("patterns", meta)
@@ -260,17 +358,17 @@ def test_fractalnet_is_tested_whole_and_by_its_deepest_column(cli, pattern_data,
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cli, pattern_data, tmp_path, monkeypatch):
-    import gluonfuse.train.loop as loop
+    import gluonfuse.train.epoch as epoch
 
     calls = {"n": 0}
-    real = loop.sample_stats
+    real = epoch.sample_stats
 
     def poisoned(outputs, label):
         calls["n"] += 1
         stats = real(outputs, label)
         return stats * float("nan") if calls["n"] > 22 else stats  # epoch 1: 10 batches x 2 devices
 
-    monkeypatch.setattr(loop, "sample_stats", poisoned)
+    monkeypatch.setattr(epoch, "sample_stats", poisoned)
     out = str(tmp_path / "runs")
     result = cli(*train_args(pattern_data, out, "--epochs", "3"))
     assert result.exit_code == 1
@@ -318,3 +416,11 @@ def test_count_records_reads_the_index_or_scans_and_reports_damage(tmp_path, pat
         f.truncate(os.path.getsize(rec) - 10)
     with pytest.raises(DataError, match="truncated"):
         count_records(str(rec))
+
+
+def test_stored_size_is_the_short_side_of_the_stored_images(pattern_data):
+    from gluonfuse.data.meta import read_meta, stored_size
+
+    assert stored_size(read_meta(pattern_data)) == 32
+    assert stored_size({"image_shape": [3, 480, 640]}) == 480
+    assert stored_size({}) is None and stored_size(None) is None

@@ -43,12 +43,13 @@ def parse_args(argv=None):
 
 
 def _last_epoch(out_dir):
-    from gluonfuse.results import find_run_dirs, read_run
+    from gluonfuse.results import find_run_dirs
+    from gluonfuse.train.rundir import load_run
 
     runs = find_run_dirs(out_dir)
     if len(runs) != 1:
         raise RuntimeError(f"expected one run under {out_dir}, found {len(runs)}")
-    return read_run(runs[0]).final
+    return load_run(runs[0], strict=True).final
 
 
 def _run(argv, out_dir, threads):

@@ -1,6 +1,6 @@
 """Training and inference speed of a network, side by side with gluoncv, PyTorch or another network.
 
-Training is the trainer's own step (gluonfuse.train.loop.Step: forward + backward + NAG update, lr 0.1,
+Training is the trainer's own step (gluonfuse.train.step.Step: forward + backward + NAG update, lr 0.1,
 momentum 0.9, wd 1e-4) on a fixed random batch; inference is one forward in predict mode. Gluon networks
 are hybridized with static_alloc and static_shape. Every contender runs in its own Python process, and
 the processes take turns (A B, B A, ...); the table gives the median images/s over rounds, its spread
@@ -193,7 +193,7 @@ class GluonContender:
         import mxnet as mx
         from mxnet import gluon
 
-        from gluonfuse.train.loop import Step, initialize, make_trainer
+        from gluonfuse.train.step import Step, initialize, make_trainer
         from gluonfuse.train.metrics import as_outputs
 
         self.desc, self.label, self.net = desc, desc["label"], net

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training throughput, three ways, side by side in one process on the same network and batch.
 
-  pipeline  gluonfuse's training epoch (gluonfuse.train.loop.train_epoch): ImageRecordIter decoding
+  pipeline  gluonfuse's training pass (gluonfuse.train.epoch.TrainingPass): ImageRecordIter decoding
             a .rec with augmentation type 1 (mirror in C++, zero pad + crop), split over the devices,
             hybridized forward/backward, kvstore update, exact metrics read one batch late;
   bare      the same network step on the same images held in memory (no decoding, no augmentation,
@@ -31,7 +31,7 @@ def _setup(args, contexts):
     import mxnet as mx
 
     from gluonfuse.models import get_model
-    from gluonfuse.train.loop import Step, initialize, make_trainer
+    from gluonfuse.train.step import Step, initialize, make_trainer
 
     mx.random.seed(0)
     net = initialize(get_model(args.network, depth=args.depth, classes=10), contexts)
@@ -41,20 +41,20 @@ def _setup(args, contexts):
 
 
 def bench_pipeline(args, contexts, data_dir, mean, std):
-    from gluonfuse.train.config import TrainConfig
+    import itertools
+
     from gluonfuse.train.data import record_iter
-    from gluonfuse.train.loop import train_epoch
+    from gluonfuse.train.epoch import TrainingPass
 
     net, step = _setup(args, contexts)
-    config = TrainConfig(network=args.network, model_kwargs={}, dataset="bench", data_dir=data_dir, classes=10,
-                         batch_size=args.batch_size, log_interval=10 ** 9)
     rec = os.path.join(data_dir, "train.rec")
+    training_pass = TrainingPass(step, 10, source=rec)
 
     def run(n, seed):
         it = record_iter(rec, args.batch_size, (3, 32, 32), mean, std, aug_type=1, shuffle=True, seed=seed,
                          threads=args.threads)
         tic = time.time()
-        train_epoch(0, it, step, config, lambda msg: None, n, quiet=True, source=rec, limit=n)
+        training_pass(0, itertools.islice(it, n))
         return n * args.batch_size / (time.time() - tic)
 
     run(args.warmup, 1)

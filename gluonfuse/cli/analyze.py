@@ -1,12 +1,13 @@
 """The fusion-to-ensemble analysis of a trained run: gluonfuse analyze."""
 import click
 
-from gluonfuse.cli.train import device_options
+from gluonfuse.cli.train import device_options, speaks_flags
 
 COMMANDS = []
 
 
 @click.command()
+@speaks_flags
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--which", default="best", show_default=True, help="Weights: best, last or an epoch number.")
 @click.option("--data", default=None, metavar="PATH.rec",

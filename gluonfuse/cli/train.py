@@ -6,6 +6,29 @@ import os
 import click
 
 from gluonfuse.cli.common import model_options
+from gluonfuse.errors import ArgumentError
+from gluonfuse.train.config import DEFAULT_RECIPE, OPTIMIZERS, RECIPES, option_default, recipe_help
+
+
+def speaks_flags(fn):
+    """Run a command's body so that library errors name this command's flags instead of arguments.
+
+    The library's argument names are the click parameter names (``batch_size`` is ``--batch-size``,
+    ``preprocess_threads`` is ``--threads``); the devices are ``gpus``/``cpus``. The exit code stays 2.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ArgumentError as exc:
+            ctx = click.get_current_context(silent=True)
+            if ctx is None:
+                raise
+            flags = {p.name: p.opts[0] for p in ctx.command.params if p.opts and p.opts[0].startswith("--")}
+            raise ValueError(exc.with_flags(flags)) from None
+
+    return wrapper
 
 
 def device_options(fn):
@@ -38,57 +61,67 @@ def _floats(text, name):
 
 
 @click.command("train")
+@speaks_flags
 @model_options(network_required=False)
 @click.option("--dataset", default=None,
               help="cifar10 (default), cifar100, svhn, mnist, digits, folder (a prepared folder dataset), ...: "
                    "picks the dataset defaults and the default --data-dir data/DATASET.")
 @click.option("--data-dir", default=None, help="Prepared dataset directory (default data/DATASET). "
                                                "'digits' is prepared there on the fly when missing.")
-@click.option("--recipe", default=None, help="Training recipe: fusion (default, SPEC 1.6), fractal, ror, "
-                                             "preact, wrn, wrn_svhn.")
-@click.option("--epochs", type=int, default=None, help="Epochs (recipe default: 400 on CIFAR, 40 on SVHN).")
+@click.option("--recipe", default=None,
+              help=f"Training recipe: {', '.join(RECIPES)} (default {DEFAULT_RECIPE}, SPEC 1.6). The defaults "
+                   "of the options below are the recipe's, per --recipe in [brackets], then per --dataset.")
+@click.option("--epochs", type=int, default=None, help=f"Epochs {recipe_help('epochs')}.")
 @click.option("--batch-size", type=int, default=None,
               help="GLOBAL batch size, split across the workers of a distributed job and then across the "
-                   "devices (recipe default 64).")
+                   f"devices {recipe_help('batch_size')}.")
 @click.option("--test-batch-size", type=int, default=None, help="Evaluation batch size (default: --batch-size).")
-@click.option("--lr", type=float, default=None, help="Initial learning rate (recipe default 0.1).")
-@click.option("--lr-factor", type=float, default=None, help="Multiply the lr by this at each step (default 0.1).")
+@click.option("--lr", type=float, default=None, help=f"Initial learning rate {recipe_help('lr')}.")
+@click.option("--lr-factor", type=float, default=None,
+              help=f"Multiply the lr by this at each step {recipe_help('lr_factor')}.")
 @click.option("--lr-steps", default=None, metavar="E1,E2,..",
-              help="Epochs after which the lr drops (default: 1/2, 3/4, 7/8 of --epochs).")
-@click.option("--wd", type=float, default=None, help="Weight decay on every parameter (default 1e-4).")
-@click.option("--momentum", type=float, default=None, help="Momentum (default 0.9).")
-@click.option("--optimizer", default=None, help="nag (default), sgd or adam.")
+              help=f"Epochs after which the lr drops; by default these fractions of --epochs "
+                   f"{recipe_help('lr_steps')}.")
+@click.option("--wd", type=float, default=None, help=f"Weight decay on every parameter {recipe_help('wd')}.")
+@click.option("--momentum", type=float, default=None, help=f"Momentum {recipe_help('momentum')}.")
+@click.option("--optimizer", default=None, help=f"{', '.join(OPTIMIZERS)} {recipe_help('optimizer')}.")
 @click.option("--seed", type=int, default=None,
               help="Random seed (default: a fresh one per run, saved in config.json; give one to repeat a run).")
 @click.option("--aug-type", type=int, default=None,
-              help="0 none, 1 pad-4 crop + mirror (CIFAR default), 2 scale/aspect/colour + crop (ImageNet).")
+              help="0 none, 1 pad-4 crop + mirror, 2 scale/aspect/colour + crop (ImageNet) "
+                   f"{recipe_help('aug_type')}.")
 @device_options
 @click.option("--kvstore", default=None,
-              help="Gradient aggregation: device (default), local or nccl on one machine; dist_sync, "
-                   "dist_device_sync or dist_async for a job started by 'gluonfuse launch'.")
+              help=f"Gradient aggregation: device, local or nccl on one machine; dist_sync, dist_device_sync or "
+                   f"dist_async for a job started by 'gluonfuse launch' (default {option_default('kvstore')}).")
 @click.option("--dtype", default=None,
-              help="float32 (default); float16 on GPUs or bfloat16 on CPUs with native bfloat16: mixed "
-                   "precision through mxnet.contrib.amp (exports stay float32).")
-@click.option("--out", "out_dir", default=None, help="Where run directories are created (default runs/).")
-@click.option("--keep-checkpoints", type=int, default=None, help="Epoch checkpoints kept (default 3) besides best.")
+              help="float32, or float16 on GPUs or bfloat16 on CPUs with native bfloat16: mixed precision "
+                   f"through mxnet.contrib.amp; exports stay float32 (default {option_default('dtype')}).")
+@click.option("--out", "out_dir", default=None,
+              help=f"Where run directories are created (default {option_default('out_dir')}/).")
+@click.option("--keep-checkpoints", type=int, default=None,
+              help=f"Epoch checkpoints kept besides best (default {option_default('keep_checkpoints')}).")
 @click.option("--threads", "preprocess_threads", type=int, default=None,
-              help="Decoding threads of the input pipeline (default 2).")
-@click.option("--log-interval", type=int, default=None, help="Log a batch line every N batches (default 50).")
+              help=f"Decoding threads of the input pipeline (default {option_default('preprocess_threads')}).")
+@click.option("--log-interval", type=int, default=None,
+              help=f"Log a batch line every N batches (default {option_default('log_interval')}).")
 @click.option("--resume", default=None, metavar="RUN_DIR",
               help="Continue RUN_DIR from its last checkpoint (only --epochs, --gpus/--cpus and --quiet apply).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; log lines only.")
-def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
+def train_cmd(network, model_kwargs, devices, resume, quiet, **options):
     """Train a network on a prepared dataset; write a run directory under runs/.
 
-    Defaults follow the authors' recipe (SPEC 1.6): NAG, momentum 0.9, weight decay 1e-4 on all
-    parameters, lr 0.1 divided by 10 at 1/2, 3/4 and 7/8 of the epochs, batch 64. --batch-size is
-    the global batch: with --gpus 0,1 each GPU gets half. Example:
+    Defaults come from the recipe (--recipe; the default, fusion, is the authors' recipe of SPEC
+    1.6) and the dataset: each option lists its default per recipe. --batch-size is the global
+    batch: with --gpus 0,1 each GPU gets half. Example:
 
+    \b
       gluonfuse train --network cross --depth 14 --dataset digits --epochs 5 --cpus 2
 
     Distributed (MXNet's parameter server), every worker running the same command; rank 0 writes
     the run directory under --out, which all workers must see:
 
+    \b
       gluonfuse launch -n 2 -- gluonfuse train --network cross --depth 14 --dataset digits --kvstore dist_sync
     """
     if os.environ.get("DMLC_ROLE") in ("server", "scheduler"):
@@ -97,14 +130,13 @@ def train_cmd(network, model_kwargs, dataset, data_dir, recipe, devices, resume,
         import mxnet  # noqa: F401
         return
     if os.environ.get("DMLC_ROLE") != "worker":
-        return _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options)
+        return _train(network, model_kwargs, devices, resume, quiet, options)
     # a worker of a distributed job must never exit normally after a failure: ps-lite's finalize
     # barrier would wait forever for the other workers, and the launcher could not see the failure
     from gluonfuse.cli import run_guarded
     from gluonfuse.train.dist import run_worker
 
-    run_worker(run_guarded, _train, network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet,
-               **options)
+    run_worker(run_guarded, _train, network, model_kwargs, devices, resume, quiet, options)
 
 
 def _check_arg_keys(model_kwargs):
@@ -116,14 +148,15 @@ def _check_arg_keys(model_kwargs):
             raise ValueError(f"--arg cannot set {key!r}; use {flags[key]}")
 
 
-def _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, quiet, **options):
-    from gluonfuse.train import config as cfgmod
-    from gluonfuse.train.loop import train
+@speaks_flags  # also inside a distributed worker, whose errors end it in run_worker
+def _train(network, model_kwargs, devices, resume, quiet, options):
+    """``options``: train's other options by argument name (None when not given)."""
+    from gluonfuse.train.config import resolve_config
+    from gluonfuse.train.session import train
 
     _check_arg_keys(model_kwargs)
     if resume:
-        given = [name for name, value in dict(options, network=network, dataset=dataset, data_dir=data_dir,
-                                              recipe=recipe, **model_kwargs).items()
+        given = [name for name, value in dict(options, network=network, **model_kwargs).items()
                  if value is not None and name != "epochs"]
         if given:
             raise ValueError(f"--resume continues a run with its saved configuration; only --epochs, "
@@ -133,9 +166,10 @@ def _train(network, model_kwargs, dataset, data_dir, recipe, devices, resume, qu
     else:
         if not network:
             raise click.UsageError("Missing option '--network' (or give --resume RUN_DIR).")
-        dataset = dataset or "cifar10"
-        conf = cfgmod.resolve_config(network, dataset, data_dir=data_dir, recipe=recipe, model_kwargs=model_kwargs,
-                                     overrides=options, contexts=devices or ["cpu(0)"])
+        options = dict(options)
+        dataset = options.pop("dataset") or "cifar10"
+        conf = resolve_config(network, dataset, data_dir=options.pop("data_dir"), recipe=options.pop("recipe"),
+                              model_kwargs=model_kwargs, overrides=dict(options, contexts=devices))
         result = train(conf, quiet=quiet, echo=click.echo)
     last = result["last"]
     if last:
@@ -160,6 +194,7 @@ def _print_result(res, as_json):
 
 
 @click.command("eval")
+@speaks_flags
 @click.argument("run_dir", required=False)
 @click.option("--symbol", "symbol_file", default=None, help="An exported -symbol.json (instead of RUN_DIR).")
 @click.option("--params", "params_file", default=None, help="The matching .params file.")
@@ -197,6 +232,7 @@ def eval_cmd(run_dir, symbol_file, params_file, data, which, column, batch_size,
 
 
 @click.command("predict")
+@speaks_flags
 @click.argument("run_dir")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--which", default="best", show_default=True, help="best, last or an epoch number.")

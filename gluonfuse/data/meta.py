@@ -93,6 +93,16 @@ def read_meta(directory):
     return meta
 
 
+def stored_size(meta):
+    """The side of a dataset's stored images (the shorter of ``image_shape``'s H and W), None if unknown.
+
+    ``meta`` is a meta.json dict (or None). The trainer's input pipeline resizes the images to the
+    network's input when it differs (:func:`gluonfuse.train.data.record_iter`).
+    """
+    shape = (meta or {}).get("image_shape")
+    return min(shape[1:]) if shape else None
+
+
 def _check(meta, path):
     def bad(what):
         raise DataError(f"{path}: {what}")

@@ -1,12 +1,19 @@
 """Training and evaluation: ``gluonfuse train``, ``eval`` and ``predict`` as library functions.
 
-  config.py      recipes (SPEC 1.6, 2-4), per-dataset defaults, the resolved TrainConfig, devices
-  schedule.py    the piecewise-constant learning rate
+  config.py      what the user chooses: recipes (SPEC 1.6, 2-4), per-dataset defaults, TrainConfig, devices
+  plan.py        what the dataset and the job decide: DataFacts, RunPlan (shards, batches, steps)
+  session.py     train(): a run from start to finish (run directory, log, signals, status, export)
+  build.py       from config and plan to the loop's parts: network, trainer, loss, schedule, evaluators
+  epoch.py       one epoch: the training pass, the test passes, the log lines
+  records.py     per-epoch recorders: metrics.csv, members.csv, checkpoints, status.json, curves.png
+  step.py        the device step and the MXNet workarounds (initialize, make_trainer, Step)
+  schedule.py    the learning rate per (epoch, iteration)
   data.py        ImageRecordIter pipelines over a prepared dataset directory (exact zero padding)
-  loop.py        the multi-device trainer (train(), Step, train_epoch)
   metrics.py     exact loss / top-1 / top-5 over the real records, per ensemble member
   checkpoint.py  atomic checkpoints, per-epoch reseeding for exact resumption
-  rundir.py      the run directory contract and load_run()
+  dist.py        distributed jobs: the team of workers, shards, reductions, failure handling
+  precision.py   float16 / bfloat16 mixed precision
+  rundir.py      the run directory contract and its one reader, load_run()
   evaluate.py    evaluation of runs and exported symbols, FractalNet columns
   predict.py     top-k classes of image files
   synthetic.py   a tiny generated dataset for tests and benchmarks

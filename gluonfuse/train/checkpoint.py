@@ -24,6 +24,7 @@ import re
 
 import numpy as np
 
+from gluonfuse.errors import ArgumentError
 from gluonfuse.io import atomic_path, read_json, write_json
 
 _EPOCH_FILE = re.compile(r"epoch-(\d+)\.json$")
@@ -114,7 +115,7 @@ class CheckpointStore:
             return path if os.path.isfile(path) else None
         epochs = self.epochs()
         if which != "last" and not str(which).isdigit():
-            raise ValueError(f"which checkpoint: 'best', 'last' or an epoch number, not {which!r}")
+            raise ArgumentError(f"which checkpoint: 'best', 'last' or an epoch number, not {which!r}", "which")
         if which == "last":
             return self._path(epochs[-1], "params") if epochs else None
         return self._path(int(which), "params") if int(which) in epochs else None

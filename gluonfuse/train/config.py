@@ -5,7 +5,8 @@ default, ``fusion``, is the authors' CIFAR/SVHN recipe of the deeply-fused nets 
 ``train_model.py``): NAG, momentum 0.9, weight decay 1e-4 on every parameter, lr 0.1 divided by 10 at
 1/2, 3/4 and 7/8 of the epochs, batch 64, 400 epochs. The other families' recipes (``--recipe``) come
 from SPEC 2-4. Every value can be overridden; :func:`resolve_config` merges recipe, dataset defaults
-and the user's overrides into one :class:`TrainConfig`, which is what ``config.json`` stores.
+and the user's overrides into one :class:`TrainConfig`; ``config.json`` stores it together with what
+the dataset decided (:mod:`gluonfuse.train.plan`).
 
 ``batch_size`` is the *global* batch: it is split across the devices (64 on ``--gpus 0,1`` is 32 per
 GPU) and, in a distributed job, across the workers first (64 over 2 workers of 2 GPUs is 16 per GPU),
@@ -15,7 +16,7 @@ import dataclasses
 import os
 from typing import Dict, List, Optional, Tuple
 
-from gluonfuse.errors import did_you_mean
+from gluonfuse.errors import ArgumentError, DataError, did_you_mean
 from gluonfuse.train import dist, precision
 from gluonfuse.train.schedule import steps_from_fractions
 
@@ -61,6 +62,8 @@ RECIPES: Dict[str, Recipe] = {r.name: r for r in [
            aug_type=0, model_defaults=(("dropout", 0.4),)),
 ]}
 DEFAULT_RECIPE = "fusion"
+# the TrainConfig options whose defaults are Recipe columns (and nowhere else)
+RECIPE_OPTIONS = ("optimizer", "lr", "lr_factor", "lr_steps", "epochs", "batch_size", "wd", "momentum", "aug_type")
 
 # Per-dataset departures from a recipe. SVHN: no augmentation (all recipes), 40 epochs for the
 # fusion recipe (SPEC 1.6). Digits must not be mirrored; the embedded `digits` set is a demo, so
@@ -81,38 +84,40 @@ KVSTORES = ("device", "local", "nccl") + dist.DIST_KVSTORES
 
 def get_recipe(name):
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}.{did_you_mean(name, RECIPES)} "
-                         f"Known recipes: {', '.join(RECIPES)}")
+        raise ArgumentError(f"unknown recipe {name!r}.{did_you_mean(name, RECIPES)} "
+                            f"Known recipes: {', '.join(RECIPES)}", "recipe")
     return RECIPES[name]
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Everything a run needs; saved as ``config.json`` and enough to rebuild the run."""
+    """What the user decides about a run, every recipe value resolved (:func:`resolve_config`).
+
+    Nothing here depends on the data: what the dataset decides (classes, mean/std, input shape, the
+    network's final arguments) is :class:`gluonfuse.train.plan.DataFacts`, and ``config.json``
+    stores both (:func:`gluonfuse.train.plan.run_record`). The recipe-backed fields have no default
+    here: their defaults live in :data:`RECIPES` and :data:`DATASET_DEFAULTS` only.
+    """
 
     network: str
-    model_kwargs: dict
+    model_kwargs: dict  # the network's arguments as given (the dataset decides classes)
     dataset: str
     data_dir: str
-    recipe: str = DEFAULT_RECIPE
-    epochs: int = 400
-    batch_size: int = 64  # global: split across the devices
-    test_batch_size: int = 64
-    lr: float = 0.1
-    lr_factor: float = 0.1
-    lr_steps: List[int] = dataclasses.field(default_factory=list)
-    wd: float = 1e-4
-    momentum: float = 0.9
-    optimizer: str = "nag"
-    seed: int = 0
-    aug_type: int = 1
-    mean: List[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0])
-    std: List[float] = dataclasses.field(default_factory=lambda: [1.0, 1.0, 1.0])
-    input_shape: List[int] = dataclasses.field(default_factory=lambda: [3, 32, 32])
-    classes: int = 10
+    recipe: str
+    optimizer: str
+    lr: float
+    lr_factor: float
+    lr_steps: List[int]
+    epochs: int
+    batch_size: int  # global: split across the workers and devices
+    wd: float
+    momentum: float
+    aug_type: int
+    test_batch_size: int
+    seed: int
+    # not part of any recipe: these are the only defaults of these options
     contexts: List[str] = dataclasses.field(default_factory=lambda: ["cpu(0)"])
     kvstore: str = "device"
-    num_workers: int = 1  # workers of the distributed job (1 on one machine)
     dtype: str = "float32"  # float16 (GPU) and bfloat16 (CPU) train through mxnet.contrib.amp
     keep_checkpoints: int = 3
     log_interval: int = 50
@@ -123,47 +128,51 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d, source="config.json"):
+        """The configuration in a saved run's ``d``; keys that are not options (what the dataset
+        decided, e.g. ``classes``) are left out. DataError when an option is missing."""
+        fields = dataclasses.fields(cls)
+        missing = [f.name for f in fields if f.name not in d and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise DataError(f"{source} lacks {', '.join(missing)}: not a configuration gluonfuse train wrote")
+        return cls(**{f.name: d[f.name] for f in fields if f.name in d})
 
-    def validate(self):
-        def positive(name, value, kind=int):
-            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
-                    or value <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive "
-                                 f"{'number' if kind is float else 'integer'}, got {value!r}")
-
-        positive("epochs", self.epochs)
-        positive("batch_size", self.batch_size)
-        positive("test_batch_size", self.test_batch_size)
-        positive("lr", self.lr, float)
-        positive("keep_checkpoints", self.keep_checkpoints)
-        positive("log_interval", self.log_interval)
+    def validate(self, workers=1):
+        """Check every value (``workers``: of the distributed job, which shares the batch); returns self."""
+        for name in ("epochs", "batch_size", "test_batch_size", "keep_checkpoints", "log_interval"):
+            _positive(name, getattr(self, name))
+        _positive("lr", self.lr, float)
         if self.wd < 0:
-            raise ValueError(f"--wd must be >= 0, got {self.wd}")
+            raise ArgumentError(f"wd must be >= 0, got {self.wd}", "wd")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"--momentum must be in [0, 1), got {self.momentum}")
+            raise ArgumentError(f"momentum must be in [0, 1), got {self.momentum}", "momentum")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}.{did_you_mean(self.optimizer, OPTIMIZERS)}"
-                             f" Known: {', '.join(OPTIMIZERS)}")
+            raise ArgumentError(f"unknown optimizer {self.optimizer!r}.{did_you_mean(self.optimizer, OPTIMIZERS)}"
+                                f" Known: {', '.join(OPTIMIZERS)}", "optimizer")
         if self.aug_type not in AUG_TYPES:
-            raise ValueError(f"--aug-type must be 0 (none), 1 (pad-crop-mirror) or 2 (scale, aspect, "
-                             f"colour, mirror, crop), got {self.aug_type!r}")
+            raise ArgumentError(f"aug_type must be 0 (none), 1 (pad-crop-mirror) or 2 (scale, aspect, "
+                                f"colour, mirror, crop), got {self.aug_type!r}", "aug_type")
         if self.kvstore not in KVSTORES:
-            raise ValueError(f"unknown --kvstore {self.kvstore!r} (use {', '.join(KVSTORES)})."
-                             f"{did_you_mean(self.kvstore, KVSTORES)}")
+            raise ArgumentError(f"unknown kvstore {self.kvstore!r} (use {', '.join(KVSTORES)})."
+                                f"{did_you_mean(self.kvstore, KVSTORES)}", "kvstore")
         precision.check_config(self.dtype, self.contexts, self.kvstore)
         bad = [s for s in self.lr_steps if not isinstance(s, int) or s <= 0]
         if bad or list(self.lr_steps) != sorted(set(self.lr_steps)):
-            raise ValueError(f"--lr-steps must be increasing positive epochs like 200,300,350, "
-                             f"got {','.join(map(str, self.lr_steps))}")
-        if self.num_workers > 1 or dist.is_distributed(self.kvstore):
-            dist.worker_batch(self.batch_size, self.num_workers, len(self.contexts))
+            raise ArgumentError(f"lr_steps must be increasing positive epochs like 200,300,350, "
+                                f"got {','.join(map(str, self.lr_steps))}", "lr_steps")
+        if workers > 1 or dist.is_distributed(self.kvstore):
+            dist.worker_batch(self.batch_size, workers, len(self.contexts))
         elif self.batch_size < len(self.contexts):
-            raise ValueError(f"--batch-size {self.batch_size} is smaller than the {len(self.contexts)} devices "
-                             "it is split across (the batch size is global)")
+            raise ArgumentError(f"batch_size {self.batch_size} is smaller than the {len(self.contexts)} devices "
+                                "it is split across (the batch size is global)", "batch_size")
         return self
+
+
+def _positive(name, value, kind=int):
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or value <= 0:
+        raise ArgumentError(f"{name} must be a positive {'number' if kind is float else 'integer'}, got {value!r}",
+                            name)
 
 
 def parse_steps(text):
@@ -175,30 +184,62 @@ def parse_steps(text):
     try:
         return [int(s) for s in str(text).split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--lr-steps takes comma-separated epochs like 200,300,350, got {text!r}") from None
+        raise ArgumentError(f"lr_steps takes comma-separated epochs like 200,300,350, got {text!r}",
+                            "lr_steps") from None
 
 
 def recipe_defaults(recipe_name, dataset):
-    """The recipe's values with the dataset's departures applied (a plain dict)."""
+    """The recipe's values with the dataset's departures applied (a plain dict; ``lr_steps`` are
+    resolved against the epochs by :func:`resolve_config`)."""
     r = get_recipe(recipe_name)
-    values = {"optimizer": r.optimizer, "lr": r.lr, "lr_factor": r.lr_factor, "epochs": r.epochs,
-              "batch_size": r.batch_size, "wd": r.wd, "momentum": r.momentum, "aug_type": r.aug_type}
+    values = {name: getattr(r, name) for name in RECIPE_OPTIONS if name != "lr_steps"}
     values.update(DATASET_DEFAULTS.get(dataset, {}))
     values.update(DATASET_DEFAULTS.get((dataset, recipe_name), {}))
     return values
 
 
+def recipe_help(option):
+    """The defaults of a recipe-backed ``option`` as ``--help`` shows them, generated from the rows:
+    ``[fusion 0.1, fractal 0.02, ...]``, then the dataset departures (``; svhn with fusion 40``)."""
+    values = {name: getattr(r, option) for name, r in RECIPES.items()}
+    if len(set(values.values())) == 1:
+        text = f"{_help_value(values[DEFAULT_RECIPE])} in every recipe"
+    else:
+        text = ", ".join(f"{name} {_help_value(v)}" for name, v in values.items())
+    departures = [f"{key if isinstance(key, str) else ' with '.join(key)} {_help_value(d[option])}"
+                  for key, d in DATASET_DEFAULTS.items() if option in d]
+    return f"[{text}{'; ' + ', '.join(departures) if departures else ''}]"
+
+
+def _help_value(value):
+    if isinstance(value, tuple):  # lr_steps: fractions of the epochs
+        return " ".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def option_default(option):
+    """The default of a TrainConfig option that no recipe sets (``kvstore``, ``dtype``, ...)."""
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[option]
+    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+        raise KeyError(f"{option} has no single default (a recipe or the run decides it)")
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
 def resolve_config(network, dataset, data_dir=None, recipe=None, model_kwargs=None,
-                   overrides: Optional[dict] = None, contexts=("cpu(0)",)):
+                   overrides: Optional[dict] = None, contexts=None):
     """Merge recipe, dataset defaults and ``overrides`` (None values ignored) into a TrainConfig.
 
-    Needs no data: the dataset-dependent values (classes, mean/std, input shape) are filled in by
-    :func:`gluonfuse.train.loop.prepare` once the dataset directory is read.
+    ``contexts``: device names such as ``['gpu(0)', 'gpu(1)']`` (default: TrainConfig's, one CPU).
+
+    Needs no data: what the dataset decides (classes, mean/std, input shape) is read when the run
+    starts (:func:`gluonfuse.train.plan.read_facts`).
     """
     recipe = recipe or DEFAULT_RECIPE
     r = get_recipe(recipe)
     values = recipe_defaults(recipe, dataset)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if contexts is not None:
+        overrides["contexts"] = contexts
     steps = parse_steps(overrides.pop("lr_steps", None))
     values.update(overrides)
     if steps is None:
@@ -208,9 +249,10 @@ def resolve_config(network, dataset, data_dir=None, recipe=None, model_kwargs=No
         # like the authors' time-based seed, repeated runs differ; the drawn seed is saved in
         # config.json, so --resume reproduces the run
         values["seed"] = int.from_bytes(os.urandom(4), "little") % (2 ** 31)
+    if "contexts" in values:
+        values["contexts"] = list(values["contexts"])
     cfg = TrainConfig(network=network, model_kwargs=dict(model_kwargs or {}), dataset=dataset,
-                      data_dir=data_dir or f"data/{dataset}", recipe=recipe, lr_steps=steps,
-                      contexts=list(contexts), **values)
+                      data_dir=data_dir or f"data/{dataset}", recipe=recipe, lr_steps=steps, **values)
     return cfg.validate()
 
 
@@ -221,18 +263,18 @@ def device_names(gpus=None, cpus=None):
     kvstore aggregation) without GPUs. Default: one CPU context.
     """
     if gpus not in (None, "") and cpus not in (None, 0):
-        raise ValueError("give either --gpus or --cpus, not both")
+        raise ArgumentError("give either gpus or cpus, not both", "gpus", "cpus")
     if gpus not in (None, ""):
         try:
             ids = [int(g) for g in str(gpus).split(",") if g.strip()]
         except ValueError:
-            raise ValueError(f"--gpus takes comma-separated GPU numbers like 0,1, got {gpus!r}") from None
+            raise ArgumentError(f"gpus takes comma-separated GPU numbers like 0,1, got {gpus!r}", "gpus") from None
         if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
-            raise ValueError(f"--gpus takes distinct GPU numbers like 0,1, got {gpus!r}")
+            raise ArgumentError(f"gpus takes distinct GPU numbers like 0,1, got {gpus!r}", "gpus")
         return [f"gpu({i})" for i in ids]
     n = 1 if cpus in (None, 0) else cpus
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"--cpus must be a positive number of CPU contexts, got {cpus!r}")
+        raise ArgumentError(f"cpus must be a positive number of CPU contexts, got {cpus!r}", "cpus")
     return [f"cpu({i})" for i in range(n)]
 
 
@@ -247,11 +289,11 @@ def make_contexts(names):
         if kind == "gpu":
             available = mx.context.num_gpus()
             if available == 0:
-                raise ValueError(f"--gpus asks for {name} but this mxnet build sees no GPU (a CPU-only "
-                                 "build or no visible device); use --cpus N to run on N CPU contexts")
+                raise ArgumentError(f"gpus: {name} is asked for, but this mxnet build sees no GPU (a CPU-only "
+                                    "build or no visible device); use cpus N to run on N CPU contexts", "gpus", "cpus")
             if index >= available:
-                raise ValueError(f"--gpus asks for {name} but only {available} GPU(s) are visible "
-                                 f"(0..{available - 1})")
+                raise ArgumentError(f"gpus: {name} is asked for, but only {available} GPU(s) are visible "
+                                    f"(0..{available - 1})", "gpus")
             contexts.append(mx.gpu(index))
         elif kind == "cpu":
             contexts.append(mx.cpu(index))

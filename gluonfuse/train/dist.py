@@ -46,6 +46,8 @@ import traceback
 
 import numpy as np
 
+from gluonfuse.errors import ArgumentError
+
 DIST_KVSTORES = ("dist_sync", "dist_device_sync", "dist_async")
 
 
@@ -62,9 +64,9 @@ def job_size(kvstore, environ=None):
     role = environ.get("DMLC_ROLE")
     if is_distributed(kvstore):
         if role != "worker":
-            raise ValueError(f"--kvstore {kvstore} trains as one worker of a distributed job; start the job with "
-                             f"'gluonfuse launch -n WORKERS -- gluonfuse train ... --kvstore {kvstore}' "
-                             f"(DMLC_ROLE is {role or 'not set'})")
+            raise ArgumentError(f"kvstore {kvstore} trains as one worker of a distributed job; start the job with "
+                                f"'gluonfuse launch -n WORKERS -- gluonfuse train ... --kvstore {kvstore}' "
+                                f"(DMLC_ROLE is {role or 'not set'})", "kvstore")
         try:
             workers = int(environ["DMLC_NUM_WORKER"])
         except (KeyError, ValueError):
@@ -72,9 +74,9 @@ def job_size(kvstore, environ=None):
                 from None
         return workers
     if role == "worker" and int(environ.get("DMLC_NUM_WORKER", "1") or 1) > 1:
-        raise ValueError(f"this process is one of {environ['DMLC_NUM_WORKER']} workers of a distributed job, but "
-                         f"--kvstore {kvstore} trains on one machine; use --kvstore "
-                         f"{', '.join(DIST_KVSTORES[:-1])} or {DIST_KVSTORES[-1]}")
+        raise ArgumentError(f"this process is one of {environ['DMLC_NUM_WORKER']} workers of a distributed job, "
+                            f"but kvstore {kvstore} trains on one machine; use kvstore "
+                            f"{', '.join(DIST_KVSTORES[:-1])} or {DIST_KVSTORES[-1]}", "kvstore")
     return 1
 
 
@@ -83,12 +85,12 @@ def worker_batch(batch_size, workers, devices):
     if batch_size % workers:
         lower, upper = batch_size // workers * workers, -(-batch_size // workers) * workers
         near = " or ".join(str(b) for b in sorted({lower, upper}) if b > 0)
-        raise ValueError(f"--batch-size {batch_size} is the global batch over all {workers} workers and must divide "
-                         f"by {workers} (e.g. {near})")
+        raise ArgumentError(f"batch_size {batch_size} is the global batch over all {workers} workers and must "
+                            f"divide by {workers} (e.g. {near})", "batch_size")
     per_worker = batch_size // workers
     if per_worker < devices:
-        raise ValueError(f"--batch-size {batch_size} gives {per_worker} records per worker, fewer than its "
-                         f"{devices} devices (the batch size is global over workers and devices)")
+        raise ArgumentError(f"batch_size {batch_size} gives {per_worker} records per worker, fewer than its "
+                            f"{devices} devices (the batch size is global over workers and devices)", "batch_size")
     return per_worker
 
 

@@ -6,7 +6,7 @@ The padded tail of the last batch is never counted (see :mod:`gluonfuse.train.me
 """
 import os
 
-from gluonfuse.errors import DataError
+from gluonfuse.errors import ArgumentError, DataError
 from gluonfuse.train.metrics import Meter, as_outputs, sample_stats
 
 
@@ -84,6 +84,7 @@ def evaluate_run(run_dir, which="best", data=None, contexts=None, column=None, b
     """Evaluate a run's ``which`` weights on ``data`` (default: the run's test.rec)."""
     import mxnet as mx
 
+    from gluonfuse.data.meta import stored_size
     from gluonfuse.train.data import count_records, record_iter
     from gluonfuse.train.rundir import load_run
 
@@ -96,15 +97,10 @@ def evaluate_run(run_dir, which="best", data=None, contexts=None, column=None, b
         net = column_view(net, column)
     data = data or os.path.join(cfg["data_dir"], "test.rec")
     it = record_iter(data, batch_size or cfg["test_batch_size"], cfg["input_shape"], cfg["mean"], cfg["std"],
-                     threads=threads, stored_size=_stored_size(run.dataset_meta))
+                     threads=threads, stored_size=stored_size(run.dataset_meta))
     result = evaluate(net, it, contexts, cfg["classes"], expected=count_records(data), source=data)
     result.update(data=data, which=which, run=run_dir)
     return result
-
-
-def _stored_size(meta):
-    shape = (meta or {}).get("image_shape")
-    return min(shape[1:]) if shape else None
 
 
 def evaluate_exported(symbol_file, params_file, data, mean=None, std=None, classes=None, input_shape=None,
@@ -119,7 +115,7 @@ def evaluate_exported(symbol_file, params_file, data, mean=None, std=None, class
 
     from gluonfuse.export import load_exported
     from gluonfuse.io import read_json
-    from gluonfuse.data.meta import read_meta
+    from gluonfuse.data.meta import read_meta, stored_size
     from gluonfuse.train.data import count_records, normalisation, record_iter
 
     contexts = contexts or [mx.cpu()]
@@ -131,16 +127,17 @@ def evaluate_exported(symbol_file, params_file, data, mean=None, std=None, class
         mean, std = export_meta["mean"], export_meta["std"]  # the trainer records them in the export
     if mean is None or std is None:
         if meta is None:
-            raise ValueError(f"no meta.json beside {data}: give --mean and --std (0..255 scale, RGB)")
+            raise ArgumentError(f"no meta.json beside {data}: give mean and std (0..255 scale, RGB)", "mean", "std")
         mean, std = normalisation(meta.get("name", ""), meta, os.path.join(data_dir, "meta.json"))
     classes = classes or export_meta.get("classes") or (meta or {}).get("num_classes")
     if isinstance(classes, list):
         classes = len(classes)
     if not classes:
-        raise ValueError("cannot tell the number of classes: give --classes")
+        raise ArgumentError(f"cannot tell the number of classes of {data} (no export metadata or meta.json says): "
+                            "give classes", "classes")
     input_shape = input_shape or export_meta.get("input_shape") or (meta or {}).get("image_shape") or (3, 32, 32)
     net = load_exported(symbol_file, params_file, contexts)
-    it = record_iter(data, batch_size, input_shape, mean, std, threads=threads, stored_size=_stored_size(meta))
+    it = record_iter(data, batch_size, input_shape, mean, std, threads=threads, stored_size=stored_size(meta))
     result = evaluate(net, it, contexts, classes, expected=count_records(data), source=data)
     result.update(data=data, symbol=symbol_file, params=params_file)
     return result

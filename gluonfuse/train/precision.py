@@ -17,6 +17,8 @@ float32 network any more (:func:`activate` refuses). Exports are float32 either 
 """
 import json
 
+from gluonfuse.errors import ArgumentError, did_you_mean
+
 DTYPES = ("float32", "float16", "bfloat16")
 AMP_OPS = ("amp_cast", "amp_multicast")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -27,19 +29,19 @@ _active = None  # the dtype this process initialised AMP for
 def check_config(dtype, contexts, kvstore):
     """ValueError for a dtype that cannot run on ``contexts`` (names 'cpu(0)', 'gpu(1)') or ``kvstore``."""
     if dtype not in DTYPES:
-        from gluonfuse.errors import did_you_mean
-
-        raise ValueError(f"unknown --dtype {dtype!r}.{did_you_mean(dtype, DTYPES)} Known: {', '.join(DTYPES)}")
+        raise ArgumentError(f"unknown dtype {dtype!r}.{did_you_mean(dtype, DTYPES)} Known: {', '.join(DTYPES)}",
+                            "dtype")
     on_gpu = [c.startswith("gpu") for c in contexts]
     if dtype == "float16":
         if not all(on_gpu):
-            raise ValueError("--dtype float16 runs on GPUs only (mxnet.contrib.amp with dynamic loss scaling); "
-                             "use --gpus, or --dtype bfloat16 on a CPU with native bfloat16")
+            raise ArgumentError("dtype float16 runs on GPUs only (mxnet.contrib.amp with dynamic loss scaling); "
+                                "use gpus, or dtype bfloat16 on a CPU with native bfloat16", "dtype", "gpus")
         if "async" in str(kvstore):
-            raise ValueError("--dtype float16 cannot use --kvstore dist_async: dynamic loss scaling skips "
-                             "overflowing steps on the workers, but dist_async updates on the servers; use dist_sync")
+            raise ArgumentError("dtype float16 cannot use kvstore dist_async: dynamic loss scaling skips overflowing "
+                                "steps on the workers, but dist_async updates on the servers; use dist_sync",
+                                "dtype", "kvstore")
     if dtype == "bfloat16" and any(on_gpu):
-        raise ValueError("--dtype bfloat16 runs on CPUs (MKLDNN); on GPUs use --dtype float16")
+        raise ArgumentError("dtype bfloat16 runs on CPUs (MKLDNN); on GPUs use dtype float16", "dtype")
 
 
 def cpu_flags(path="/proc/cpuinfo"):
@@ -60,14 +62,14 @@ def check_support(dtype, flags=None, mkldnn=None):
         return
     flags = cpu_flags() if flags is None else set(flags)
     if not flags & set(BF16_FLAGS):
-        raise ValueError("--dtype bfloat16 needs a CPU with native bfloat16 (avx512_bf16 or amx_bf16 in "
-                         "/proc/cpuinfo); this CPU has neither, use --dtype float32")
+        raise ArgumentError("dtype bfloat16 needs a CPU with native bfloat16 (avx512_bf16 or amx_bf16 in "
+                            "/proc/cpuinfo); this CPU has neither, use dtype float32", "dtype")
     if mkldnn is None:
         import mxnet as mx
 
         mkldnn = mx.runtime.Features().is_enabled("MKLDNN")
     if not mkldnn:
-        raise ValueError("--dtype bfloat16 needs an mxnet build with MKLDNN (oneDNN); this one has none")
+        raise ArgumentError("dtype bfloat16 needs an mxnet build with MKLDNN (oneDNN); this one has none", "dtype")
 
 
 def activate(dtype):
@@ -82,8 +84,8 @@ def activate(dtype):
                              "train float32 in a new process")
         return
     if initialised and _active != dtype:
-        raise ValueError(f"this process already initialised mixed precision for {_active or 'another dtype'}; "
-                         f"train --dtype {dtype} in a new process")
+        raise ArgumentError(f"this process already initialised mixed precision for {_active or 'another dtype'}; "
+                            f"train with dtype {dtype} in a new process", "dtype")
     if not initialised:
         amp.init(target_dtype=dtype)
     _active = dtype

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from gluonfuse.errors import DataError
+from gluonfuse.errors import ArgumentError, DataError
 
 
 def load_image(path, input_shape):
@@ -33,7 +33,7 @@ def predict_images(net, images, mean, std, input_shape, class_names, top_k=5, ct
     from gluonfuse.train.metrics import as_outputs
 
     if top_k < 1:
-        raise ValueError(f"--top-k must be at least 1, got {top_k}")
+        raise ArgumentError(f"top_k must be at least 1, got {top_k}", "top_k")
     mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
     std = np.asarray(std, np.float32).reshape(3, 1, 1)
     batch = np.stack([(load_image(p, input_shape) - mean) / std for p in images])

@@ -1,9 +1,11 @@
-"""Run directories: what ``gluonfuse train`` leaves behind, and :func:`load_run` to read it back.
+"""Run directories: what ``gluonfuse train`` leaves behind, and the one reader of them, :func:`load_run`.
 
 ``runs/<network>_d<depth>_w<widen>_<dataset>_<n>/`` (the spec name instead of ``<network>_d.._w..``
 for networks without depth and widen factor) holds::
 
-    config.json         the resolved TrainConfig; get_model(network, **model_kwargs) rebuilds the net
+    config.json         the run's configuration (TrainConfig) plus what was derived from the
+                        dataset (model_kwargs as built, classes, mean, std, input_shape, num_workers);
+                        get_model(network, **model_kwargs) rebuilds the net
     dataset_meta.json   a copy of the dataset's meta.json (class names for predict)
     metrics.csv         one row per finished epoch (METRIC_COLUMNS; errors are fractions)
     members.csv         test numbers of sub-networks evaluated on their own, per epoch: ensemble's
@@ -13,8 +15,15 @@ for networks without depth and widen factor) holds::
     curves.png          loss and error curves
     checkpoints/        see gluonfuse.train.checkpoint
     export/             best-* and last-* symbol, params and metadata (gluonfuse.export)
+
+:func:`load_run` reads a run for eval, predict, analyze, export and resume (lenient: only
+``config.json`` must exist; cells are numbers where they parse). ``load_run(path, strict=True)``
+is what ``gluonfuse results`` needs for statistics: ``config.json``, ``status.json`` and
+``metrics.csv`` must exist and every metrics cell is checked; anything wrong is a DataError naming
+the file and line. Reading never imports mxnet (``results`` runs without it).
 """
 import csv
+import math
 import os
 
 from gluonfuse.errors import DataError
@@ -23,6 +32,9 @@ from gluonfuse.io import atomic_path, read_json, write_json
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_error", "train_top5_error", "test_loss", "test_error",
                   "test_top5_error", "images_per_sec", "seconds"]
 MEMBER_COLUMNS = ["epoch", "member", "name", "test_loss", "test_error", "test_top5_error"]
+# checked by a strict read: what statistics over runs rely on
+REQUIRED_COLUMNS = ("epoch", "train_error", "test_error")
+ERROR_COLUMNS = ("train_error", "train_top5_error", "test_error", "test_top5_error")
 
 
 def run_base_name(network, spec, dataset):
@@ -80,25 +92,24 @@ def _number(value):
 
 
 class Run:
-    """A run directory read back: ``.config``, ``.metrics`` (list of dicts), ``.status``, ``.dataset_meta``."""
+    """A run directory read back: ``.config``, ``.status``, ``.metrics`` and ``.members`` (lists of
+    dicts, one per row), ``.dataset_meta``."""
 
-    def __init__(self, path):
-        self.path = path
-        self.config = read_json(os.path.join(path, "config.json"), "run configuration")
-        self.status = read_json(os.path.join(path, "status.json"), "run status") \
-            if os.path.isfile(os.path.join(path, "status.json")) else {}
-        meta_path = os.path.join(path, "dataset_meta.json")
-        self.dataset_meta = read_json(meta_path, "dataset metadata") if os.path.isfile(meta_path) else {}
+    def __init__(self, path, config, status, metrics, members, dataset_meta):
+        self.path, self.config, self.status = path, config, status
+        self.metrics, self.members, self.dataset_meta = metrics, members, dataset_meta
 
     @property
-    def metrics(self):
-        return [{k: _number(v) for k, v in row.items()}
-                for row in read_csv_rows(os.path.join(self.path, "metrics.csv"))]
+    def state(self):
+        return self.status.get("state")
 
     @property
-    def members(self):
-        return [{k: _number(v) for k, v in row.items()}
-                for row in read_csv_rows(os.path.join(self.path, "members.csv"))]
+    def final(self):
+        """The last finished epoch's metrics row."""
+        return self.metrics[-1]
+
+    def curve(self, column="test_error"):
+        return [row[column] for row in self.metrics]
 
     def params_path(self, which="best"):
         from gluonfuse.train.checkpoint import CheckpointStore
@@ -120,9 +131,89 @@ class Run:
         return net
 
 
-def load_run(path):
-    """Read a run directory; DataError if it is not one."""
-    if not os.path.isfile(os.path.join(path, "config.json")):
+def load_run(path, strict=False):
+    """Read run directory ``path``; DataError if it is not one (``strict``: if any file is off)."""
+    config_path = os.path.join(path, "config.json")
+    if not strict and not os.path.isfile(config_path):
         raise DataError(f"{path} is not a run directory (no config.json); runs are written by "
                         "'gluonfuse train' under runs/")
-    return Run(path)
+    config = read_json(config_path, "run configuration")
+    status = _optional_json(path, "status.json", "run status", required=strict)
+    if strict:
+        _check_objects(path, config, status)
+    metrics_path = os.path.join(path, "metrics.csv")
+    metrics = _strict_metrics(metrics_path) if strict else _rows(metrics_path)
+    return Run(path, config, status, metrics, _rows(os.path.join(path, "members.csv")),
+               _optional_json(path, "dataset_meta.json", "dataset metadata"))
+
+
+def _optional_json(path, name, what, required=False):
+    full = os.path.join(path, name)
+    return read_json(full, what) if required or os.path.isfile(full) else {}
+
+
+def _rows(path):
+    return [{k: _number(v) for k, v in row.items()} for row in read_csv_rows(path)]
+
+
+def _check_objects(path, config, status):
+    for name, obj in (("config.json", config), ("status.json", status)):
+        if not isinstance(obj, dict):
+            raise DataError(f"{os.path.join(path, name)} is not a JSON object")
+    if "network" not in config:
+        raise DataError(f"{os.path.join(path, 'config.json')} has no 'network'")
+
+
+def _strict_metrics(path):
+    """metrics.csv with every cell checked: numbers, errors in [0, 1], epochs increasing."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = _strict_header(path, next(reader, None))
+            rows = []
+            for line, cells in enumerate(reader, start=2):
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise DataError(f"{path} line {line}: {len(cells)} fields, the header has {len(header)}")
+                row = _strict_row(path, line, dict(zip(header, cells)))
+                if rows and row["epoch"] <= rows[-1]["epoch"]:
+                    raise DataError(f"{path} line {line}: epoch {row['epoch']:g} does not follow "
+                                    f"epoch {rows[-1]['epoch']:g}")
+                rows.append(row)
+    except FileNotFoundError:
+        raise DataError(f"metrics file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if not rows:
+        raise DataError(f"{path} has no epochs (only a header)")
+    return rows
+
+
+def _strict_header(path, header):
+    if header is None:
+        raise DataError(f"{path} is empty (expected the header {','.join(METRIC_COLUMNS)})")
+    header = [h.strip() for h in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path} line 1: the header lacks {', '.join(missing)} "
+                        f"(expected {','.join(METRIC_COLUMNS)})")
+    return header
+
+
+def _strict_row(path, line, cells):
+    row = {}
+    for name, text in cells.items():
+        text = text.strip()
+        if text == "" and name not in REQUIRED_COLUMNS:
+            row[name] = None
+            continue
+        value = _number(text)
+        if not isinstance(value, (int, float)):
+            raise DataError(f"{path} line {line}: {name} is {text!r}, not a number")
+        if name in REQUIRED_COLUMNS and not math.isfinite(value):
+            raise DataError(f"{path} line {line}: {name} is {text}")
+        if name in ERROR_COLUMNS and math.isfinite(value) and not 0 <= value <= 1:
+            raise DataError(f"{path} line {line}: {name} is {value:g}; errors are fractions in [0, 1]")
+        row[name] = value
+    return row

@@ -1,0 +1,77 @@
+"""From a run's configuration and plan to the parts its epoch loop drives: :func:`build_training`.
+
+Each choice a training option makes has one small function here: the loss (:func:`make_loss`), the
+learning-rate schedule (:func:`make_schedule`), what is tested after each epoch
+(:func:`make_evaluators`) and the update (:func:`make_trainer` with its kvstore placement). A new
+option adds its field to :class:`~gluonfuse.train.config.TrainConfig` and its effect to one of
+these (a batch transform such as mixup goes to the ``transform`` of :class:`TrainingPass`).
+"""
+from gluonfuse.train import precision
+from gluonfuse.train.checkpoint import seed_everything
+from gluonfuse.train.epoch import Evaluator, Training, TrainingPass
+from gluonfuse.train.evaluate import column_view, has_columns
+from gluonfuse.train.schedule import StepSchedule
+from gluonfuse.train.step import (Step, cross_entropy_loss, evaluation_copy, initialize, make_trainer,
+                                  schedule_on_servers)
+
+
+def build_training(plan, team, contexts, start=0, report=None):
+    """Network, trainer, step, schedule and evaluators of ``plan`` on ``contexts``, from epoch ``start``.
+
+    ``report``: a :class:`~gluonfuse.train.epoch.PassLog` for the training passes.
+    """
+    config, facts = plan.config, plan.facts
+    precision.activate(config.dtype)  # before the network is built
+    seed_everything(config.seed)
+    net = make_network(config.network, facts.model_kwargs, contexts)
+    on_kvstore = _update_on_kvstore(team, config.dtype)
+    trainer = make_trainer(net, config.optimizer, config.lr, config.wd, config.momentum, team.kv or config.kvstore,
+                           update_on_kvstore=on_kvstore)
+    schedule = make_schedule(config)
+    if team.asynchronous:
+        updates = plan.workers * plan.steps  # per epoch, counted on every server key
+        schedule_on_servers(trainer, schedule.on_servers(updates), start * updates)
+    precision.init_trainer(trainer, config.dtype)
+    step = Step(net, trainer, contexts, num_workers=plan.workers, loss=make_loss(config))
+    eval_net = evaluation_copy(config.network, facts.model_kwargs, contexts) if on_kvstore is False else net
+    training_pass = TrainingPass(step, facts.classes, report, reduce=team.reduce_meter("train"), source=facts.train_rec)
+    return Training(plan=plan, team=team, contexts=contexts, net=net, trainer=trainer, schedule=schedule,
+                    training_pass=training_pass, evaluators=make_evaluators(net, eval_net), eval_net=eval_net)
+
+
+def make_network(network, model_kwargs, contexts):
+    """The network, initialised (SPEC 1.6) on ``contexts`` and hybridized with static memory."""
+    from gluonfuse.models import get_model
+
+    net = initialize(get_model(network, **model_kwargs), contexts)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
+def _update_on_kvstore(team, dtype):
+    # dist_sync: the servers only add gradients and every worker runs the optimizer (so its state
+    # can be checkpointed); float16's loss scaler needs the update on the workers too
+    if team.asynchronous:
+        return True
+    return False if team.distributed or precision.uses_loss_scaling(dtype) else None
+
+
+def make_loss(config):
+    """The training loss of ``config``: softmax cross-entropy summed over the network's outputs."""
+    return cross_entropy_loss()
+
+
+def make_schedule(config):
+    """The learning-rate schedule of ``config``: ``lr``, times ``lr_factor`` after each of ``lr_steps``."""
+    return StepSchedule(config.lr, config.lr_factor, tuple(config.lr_steps))
+
+
+def make_evaluators(net, eval_net):
+    """The network (as ``eval_net``) and, for FractalNet, its deepest column alone with the same
+    weights (SPEC 2)."""
+    evaluators = [Evaluator("test", eval_net)]
+    if has_columns(net) and net.spec.columns > 1:
+        deepest = net.spec.columns
+        evaluators.append(Evaluator(f"column{deepest}", column_view(eval_net, deepest), member=deepest,
+                                    label=f"column {deepest}"))
+    return evaluators
