@@ -5,7 +5,8 @@
 - ``pack``: decoding, cropping, resizing and encoding images in threads; ordered, atomic packing.
 - ``im2rec``: the command line shared by ``tools/im2rec`` and ``gluonfuse im2rec``.
 - ``sources`` + ``prepare``: CIFAR-10/100, SVHN, MNIST-format, image folders and scikit-learn's digits
-  into a prepared dataset directory (``train``/``test`` ``.rec``/``.idx``/``.lst`` + ``meta.json``).
+  into a prepared dataset directory (``train``/``test`` ``.rec``/``.idx``/``.lst`` + ``meta.json``);
+  ``sources`` reads each format into a ``dataset.Dataset``, ``prepare`` packs it (imports go that way).
 - ``fetch``: checked, resumable downloads of the official archives.
 - ``check``: ``verify`` and ``stats`` of a ``.rec``.
 - ``meta``: ``meta.json`` (``read_meta``); ``presets``: the papers' mean/std per dataset.

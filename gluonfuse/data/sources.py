@@ -1,4 +1,4 @@
-"""Readers of the official dataset formats, each returning a :class:`gluonfuse.data.prepare.Dataset`.
+"""Readers of the official dataset formats, each returning a :class:`gluonfuse.data.dataset.Dataset`.
 
 Every damaged input is a DataError naming the file (and the byte offset where it applies). CIFAR's
 pickles are read with an unpickler that only accepts plain containers and numpy arrays, so a
@@ -15,9 +15,9 @@ import tarfile
 
 import numpy as np
 
+from gluonfuse.data.dataset import Dataset
 from gluonfuse.data.lists import ListItem, list_images, split_items
 from gluonfuse.data.pack import decode, read_bytes, transform
-from gluonfuse.data.prepare import Dataset
 from gluonfuse.errors import DataError
 
 
