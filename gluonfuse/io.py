@@ -52,7 +52,7 @@ def read_json(path, what="JSON file"):
             return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{what} not found: {path}") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise DataError(f"cannot read {what} {path}: {exc}") from None
 
 

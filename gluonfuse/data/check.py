@@ -8,9 +8,11 @@ does not report a damaged file, it takes the process down (a ``.rec`` cut short 
 ``.idx`` is a segmentation fault, a bad magic number an abort), so the trainer, ``eval`` and
 ``analyze`` run this check on every file first.
 """
+import contextlib
 import dataclasses
 import math
 import os
+import sys
 from typing import List
 
 import cv2
@@ -19,7 +21,7 @@ import numpy as np
 from gluonfuse.data import recordio
 from gluonfuse.data.meta import META_NAME, SPLITS, PixelStats, read_meta
 from gluonfuse import visible_cores
-from gluonfuse.data.pack import ordered_map
+from gluonfuse.data.pack import ImageSkipped, decode, ordered_map
 from gluonfuse.errors import DataError
 
 
@@ -62,9 +64,10 @@ def scan(rec_path, num_thread=None, pixels=False):
             return out
         out.key = header.id
         out.labels = tuple(np.atleast_1d(header.label).astype(float).tolist())
-        img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR) if image else None
-        if img is None:
-            out.fault = f"{where} (key {header.id}): the image does not decode"
+        try:
+            img = decode(image, cv2.IMREAD_COLOR)
+        except ImageSkipped as exc:
+            out.fault = f"{where} (key {header.id}): the image does not decode ({exc})"
             return out
         out.shape = img.shape
         if pixels:
@@ -78,6 +81,26 @@ def scan(rec_path, num_thread=None, pixels=False):
                 yield Scanned(-1, -1, fault=str(rec[1]))
                 return
             yield result
+
+
+@contextlib.contextmanager
+def scanning(rec_path, num_thread=None, pixels=False):
+    """:func:`scan` for a ``with`` block, which ends the walk (its threads joined) on leaving.
+
+    Meanwhile what C libraries write to file descriptor 2 goes to /dev/null: libpng prints
+    "libpng error: ..." for every corrupt PNG, which the walk reports itself, by record and offset.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        with contextlib.closing(scan(rec_path, num_thread, pixels)) as walk:
+            yield walk
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @dataclasses.dataclass
@@ -114,23 +137,24 @@ def verify(rec_path, idx_path=None, meta_dir=None, num_classes=None, num_thread=
         num_classes = num_classes or meta["num_classes"]
     counts = {}
     offsets = []
-    for s in scan(rec_path, num_thread):
-        if s.number < 0:
-            report.faults.append(s.fault)
-            break
-        report.records += 1
-        offsets.append(s.offset)
-        if s.fault:
-            report.faults.append(s.fault)
-            continue
-        for label in s.labels:
-            if not math.isfinite(label) or (num_classes is not None
-                                            and not (label == int(label) and 0 <= label < num_classes)):
-                valid = f"a class index 0..{num_classes - 1}" if num_classes else "a finite number"
-                report.faults.append(f"record {s.number} at byte offset {s.offset} (key {s.key}): "
-                                     f"label {label:g} is not {valid}")
-        if s.labels and math.isfinite(s.labels[0]):
-            counts[int(s.labels[0])] = counts.get(int(s.labels[0]), 0) + 1
+    with scanning(rec_path, num_thread) as walk:
+        for s in walk:
+            if s.number < 0:
+                report.faults.append(s.fault)
+                break
+            report.records += 1
+            offsets.append(s.offset)
+            if s.fault:
+                report.faults.append(s.fault)
+                continue
+            for label in s.labels:
+                if not math.isfinite(label) or (num_classes is not None
+                                                and not (label == int(label) and 0 <= label < num_classes)):
+                    valid = f"a class index 0..{num_classes - 1}" if num_classes else "a finite number"
+                    report.faults.append(f"record {s.number} at byte offset {s.offset} (key {s.key}): "
+                                         f"label {label:g} is not {valid}")
+            if s.labels and math.isfinite(s.labels[0]):
+                counts[int(s.labels[0])] = counts.get(int(s.labels[0]), 0) + 1
     report.notes.append(f"{report.records} records; "
                         + ("every image decodes" if not report.faults else f"{len(report.faults)} faults")
                         + (f"; labels checked against {num_classes} classes" if num_classes else ""))
@@ -201,14 +225,15 @@ def stats(rec_path, num_thread=None):
     pix = PixelStats(3)
     hist, sizes = {}, {}
     n = 0
-    for s in scan(rec_path, num_thread, pixels=True):
-        if s.fault:
-            raise DataError(f"{rec_path}: {s.fault}")
-        n += 1
-        pix.add(s.pixels)
-        label = s.labels[0] if s.labels else float("nan")
-        hist[label] = hist.get(label, 0) + 1
-        sizes[s.shape[:2]] = sizes.get(s.shape[:2], 0) + 1
+    with scanning(rec_path, num_thread, pixels=True) as walk:
+        for s in walk:
+            if s.fault:
+                raise DataError(f"{rec_path}: {s.fault}")
+            n += 1
+            pix.add(s.pixels)
+            label = s.labels[0] if s.labels else float("nan")
+            hist[label] = hist.get(label, 0) + 1
+            sizes[s.shape[:2]] = sizes.get(s.shape[:2], 0) + 1
     return {
         "file": rec_path,
         "count": n,
