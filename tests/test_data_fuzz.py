@@ -205,7 +205,7 @@ def prepared(folder):
 
 
 # -------------------------------------------------------------------------------------- RecordIO
-@fuzz(300)
+@fuzz(150)
 @given(data=st.data())
 def test_record_reader_on_damaged_rec(scratch, data):
     rec_bytes, _, offsets = rec_sample(str(scratch))
@@ -222,7 +222,7 @@ def test_record_reader_on_damaged_rec(scratch, data):
     outcome(walk)
 
 
-@fuzz(200)
+@fuzz(120)
 @given(data=st.data())
 def test_check_record_file_on_damaged_rec(scratch, data):
     rec_bytes, idx_bytes, offsets = rec_sample(str(scratch))
@@ -232,7 +232,7 @@ def test_check_record_file_on_damaged_rec(scratch, data):
     assert count in (DataError, len(offsets))
 
 
-@fuzz(150)
+@fuzz(100)
 @given(cut=st.integers(0, 10 ** 6))
 def test_a_rec_cut_anywhere_fails_the_check(scratch, cut):
     rec_bytes, idx_bytes, offsets = rec_sample(str(scratch))
@@ -242,7 +242,7 @@ def test_a_rec_cut_anywhere_fails_the_check(scratch, cut):
         check.check_record_file(rec)
 
 
-@fuzz(200)
+@fuzz(120)
 @given(data=st.data())
 def test_check_record_file_and_read_idx_on_damaged_idx(scratch, data):
     rec_bytes, idx_bytes, offsets = rec_sample(str(scratch))
@@ -254,7 +254,7 @@ def test_check_record_file_and_read_idx_on_damaged_idx(scratch, data):
     assert count in (DataError, len(offsets))
 
 
-@fuzz(300)
+@fuzz(150)
 @given(payload=st.binary(max_size=64) | st.builds(
     lambda flag, rest: struct.pack("<IfQQ", flag, 0.0, 1, 0) + rest,
     st.sampled_from(EXTREMES) | st.integers(0, 2 ** 32 - 1), st.binary(max_size=40)))
@@ -266,7 +266,7 @@ def test_unpack_any_payload(payload):
 
 
 # ------------------------------------------------------------------------------- text files
-@fuzz(200)
+@fuzz(120)
 @given(data=st.data())
 def test_lst_and_class_map_readers(scratch, data):
     valid = b"0\t1.000000\tclass1/a.jpg\n1\t0.000000\t2.500000\tclass0/b b.png\n2\t3.000000\tc.jpg\n"
@@ -297,7 +297,7 @@ def assert_meta_contract(meta):
         assert len(s["per_class"]) == n and sum(s["per_class"]) == s["count"] >= 0
 
 
-@fuzz(200)
+@fuzz(120)
 @given(data=st.data())
 def test_read_meta_on_damaged_bytes(scratch, data):
     valid = json.dumps(VALID_META, indent=2).encode()
@@ -307,7 +307,7 @@ def test_read_meta_on_damaged_bytes(scratch, data):
         assert_meta_contract(meta)
 
 
-@fuzz(300)
+@fuzz(150)
 @given(path=st.lists(st.sampled_from(["name", "num_classes", "classes", "image_shape", "mean", "std", "splits",
                                       "train", "test", "count", "per_class", 0, 1, 2]), min_size=1, max_size=3),
        value=JSON_VALUES)
@@ -349,7 +349,7 @@ def batch_arrays(data, n_classes=10):
     return images, labels
 
 
-@fuzz(300)
+@fuzz(150)
 @given(data=st.data())
 def test_cifar_pickle_damaged(data):
     valid = cifar_batch()
@@ -417,7 +417,7 @@ def cifar_tars(folder):
     return tuple(out)
 
 
-@fuzz(120)
+@fuzz(80)
 @given(data=st.data(), compressed=st.booleans())
 def test_cifar_archive_damaged(scratch, data, compressed):
     valid = cifar_tars(str(scratch))[0 if compressed else 1]
@@ -429,7 +429,7 @@ def test_cifar_archive_damaged(scratch, data, compressed):
 
 
 # ---------------------------------------------------------------------------------------- MNIST
-@fuzz(300)
+@fuzz(150)
 @given(data=st.data(), gz=st.booleans())
 def test_mnist_idx_damaged(scratch, data, gz):
     valid = idx_files()[int(gz)]
@@ -441,7 +441,7 @@ def test_mnist_idx_damaged(scratch, data, gz):
 
 
 # ----------------------------------------------------------------------------------------- SVHN
-@fuzz(300)
+@fuzz(150)
 @given(data=st.data(), which=st.integers(0, 2))
 def test_svhn_mat_damaged(scratch, data, which):
     valid = mat_files(str(scratch))[which]
@@ -478,7 +478,7 @@ def test_the_mat_file_that_crashed_scipy(scratch):
 
 
 # ------------------------------------------------------------------------------ verify and images
-@fuzz(40)
+@fuzz(30)
 @given(data=st.data())
 def test_verify_on_damaged_rec(scratch, data):
     out = prepared(str(scratch))
@@ -496,7 +496,7 @@ def test_verify_on_damaged_rec(scratch, data):
     outcome(check.stats, rec, num_thread=1)
 
 
-@fuzz(200)
+@fuzz(120)
 @given(data=st.data(), kind=st.sampled_from(["png", "jpeg"]))
 def test_image_decoding_on_damaged_bytes(scratch, data, kind):
     valid = png(1, 16) if kind == "png" else jpeg(1)
