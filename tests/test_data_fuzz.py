@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 import datagen
 from conftest import run_gluonfuse
-from gluonfuse.data import check, lists, matfile, recordio, safepickle, sources
+from gluonfuse.data import check, lists, matfile, recordio, sources
 from gluonfuse.data.meta import read_meta
 from gluonfuse.data.pack import ImageSkipped, decode, read_bytes
 from gluonfuse.errors import DataError
@@ -232,14 +232,16 @@ def test_check_record_file_on_damaged_rec(scratch, data):
     assert count in (DataError, len(offsets))
 
 
-@fuzz(100)
-@given(cut=st.integers(0, 10 ** 6))
-def test_a_rec_cut_anywhere_fails_the_check(scratch, cut):
+def test_a_rec_cut_at_any_byte_fails_the_check(scratch):
+    """Every cut, exhaustively (a hypothesis run missed the one that drops only the last record's
+    zero padding, on which MXNet's reader aborts, in three runs out of four)."""
     rec_bytes, idx_bytes, offsets = rec_sample(str(scratch))
-    rec = write(scratch, "t.rec", rec_bytes[:cut % len(rec_bytes)])
     write(scratch, "t.idx", idx_bytes)
-    with pytest.raises(DataError):
-        check.check_record_file(rec)
+    for cut in range(len(rec_bytes)):
+        rec = write(scratch, "t.rec", rec_bytes[:cut])
+        with pytest.raises(DataError):
+            check.check_record_file(rec)
+    assert check.check_record_file(write(scratch, "t.rec", rec_bytes)) == len(offsets)
 
 
 @fuzz(120)

@@ -7,7 +7,6 @@ below is one line naming the file and the byte offset, exit code 1.
 """
 import os
 import shutil
-import struct
 
 import pytest
 

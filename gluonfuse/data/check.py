@@ -312,8 +312,8 @@ def _check_index(reader, idx_path, hint):
     if by_offset[0][1] != 0:
         raise DataError(f"{rec}: {idx_path} starts at byte offset {by_offset[0][1]}, not 0: the index "
                         f"does not cover the start of the file{hint}")
-    ends = [off for _, off in by_offset[1:2]] + [size]  # where the first record must end
-    for (key, offset), must_end in ((by_offset[0], ends[0]), (by_offset[-1], size)):
+    first_end = by_offset[1][1] if len(by_offset) > 1 else size  # where the next record starts
+    for (key, offset), must_end in ((by_offset[0], first_end), (by_offset[-1], size)):
         try:
             _, end = reader.frame(offset)
         except DataError as exc:

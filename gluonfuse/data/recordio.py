@@ -192,8 +192,11 @@ class RecordReader:
                                 f"{cflag} at byte {pos})")
             parts.append((pos + _HEAD.size, length))
             pos += _HEAD.size + length + (-length % 4)
+            if pos > self.size:  # MXNet's reader aborts on a record whose zero padding is cut off
+                raise DataError(f"{self._where(offset, number)}: truncated (the record's padding to 4 "
+                                f"bytes ends at byte {pos}, the file at byte {self.size})")
             if cflag in (0, 3):
-                return parts, min(pos, self.size)
+                return parts, pos
 
     def read_at(self, offset, number=None):
         """The payload of the record starting at ``offset`` and the offset just past it."""
