@@ -52,23 +52,34 @@ def read_json(path, what="JSON file"):
             return json.load(f)
     except FileNotFoundError:
         raise DataError(f"{what} not found: {path}") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise DataError(f"cannot read {what} {path}: {exc}") from None
 
 
 def text_lines(path, what="file"):
-    """Yield ``(line number, line)`` of the non-blank lines of a text file; a missing file is a
-    DataError naming it."""
+    """Yield ``(line number, line)`` of the non-blank lines of a text file (``\\r\\n`` read as
+    ``\\n``); a missing file, or a line that is not text, is a DataError naming the file (and the
+    line and byte offset)."""
+    import locale
+
     from gluonfuse.errors import DataError
 
+    encoding = locale.getpreferredencoding(False)  # what open() would use, and what writers used
     try:
-        f = open(path)
+        f = open(path, "rb")
     except FileNotFoundError:
         raise DataError(f"{what} not found: {path}") from None
+    offset = 0
     with f:
-        for number, line in enumerate(f, 1):
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path} line {number}: not a text {what} (the byte at offset "
+                                f"{offset + exc.start} does not decode as {encoding})") from None
+            offset += len(raw)
             if line.strip():
-                yield number, line
+                yield number, (line[:-2] + "\n" if line.endswith("\r\n") else line)
 
 
 PLOT_FORMATS = ("png", "svg", "pdf")

@@ -268,6 +268,72 @@ def test_tool_runs_from_a_checkout_as_an_executable(tmp_path):
     assert "--pack-label" in run_gluonfuse("im2rec", "--help").stdout
 
 
+def _fake_checkout(tmp_path, venv_python=None):
+    """tools/im2rec in a checkout of its own (the package linked in), with a .venv/bin/python that
+    runs ``venv_python`` (a command line) when given."""
+    root = tmp_path / "checkout"
+    (root / "tools").mkdir(parents=True)
+    tool = root / "tools" / "im2rec"
+    tool.write_bytes(open(TOOL, "rb").read())
+    tool.chmod(0o755)
+    os.symlink(os.path.join(REPO, "gluonfuse"), root / "gluonfuse")
+    if venv_python:
+        (root / ".venv" / "bin").mkdir(parents=True)
+        python = root / ".venv" / "bin" / "python"
+        python.write_text("#!/bin/sh\nexec " + " ".join(venv_python) + ' "$@"\n')
+        python.chmod(0o755)
+    return root, tool
+
+
+def _run_with(python, tool, *args, cwd):
+    """Run ``tool`` with the interpreter command line ``python`` and no PYTHONPATH. ``[python, "-S"]``
+    leaves out the site-packages: no numpy, no cv2, no click, like a system python3."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "GLUONFUSE_IM2REC_REEXEC")}
+    return subprocess.run([*python, str(tool), *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=120)
+
+
+def test_tool_without_dependencies_uses_the_checkouts_venv(tmp_path):
+    root, tool = _fake_checkout(tmp_path, venv_python=[sys.executable])
+    res = _run_with([sys.executable, "-S"], tool, "--help", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "--pack-label" in res.stdout and not res.stderr
+    images = tmp_path / "images"
+    datagen.image_folder(images, per_class=(2, 2))
+    res = _run_with([sys.executable, "-S"], tool, tmp_path / "p", images, "--list", "--recursive", cwd=tmp_path)
+    assert res.returncode == 0 and (tmp_path / "p.lst").is_file(), res.stderr
+
+
+def test_tool_without_dependencies_and_without_venv_says_how_to_get_them(tmp_path):
+    root, tool = _fake_checkout(tmp_path)
+    res = _run_with([sys.executable, "-S"], tool, "--help", cwd=tmp_path)
+    assert res.returncode == 1 and not res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "cannot import" in lines[0] and os.path.join(str(root), "tools", "setup-env") in lines[0]
+
+
+def test_a_venv_lacking_them_too_is_tried_once(tmp_path):
+    root, tool = _fake_checkout(tmp_path, venv_python=[sys.executable, "-S"])
+    res = _run_with([sys.executable, "-S"], tool, "--help", cwd=tmp_path)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the checkout's environment" in lines[0] and "setup-env" in lines[0], res.stderr
+
+
+@pytest.mark.parametrize("python", ["/usr/bin/python3", "/usr/local/bin/python3"])
+def test_a_system_python_runs_the_real_checkouts_tool(tmp_path, python):
+    """The README's case: the tool started by a system python3 that has none of the dependencies."""
+    if not os.access(python, os.X_OK):
+        pytest.skip(f"no {python} here")
+    if subprocess.run([python, "-c", "import numpy, cv2, click, tqdm"], capture_output=True).returncode == 0:
+        pytest.skip(f"{python} has the dependencies")
+    if not os.access(os.path.join(REPO, ".venv", "bin", "python"), os.X_OK):
+        pytest.skip("this checkout has no .venv")
+    res = _run_with([python], TOOL, "--help", cwd=tmp_path)
+    assert res.returncode == 0 and "--pack-label" in res.stdout, res.stderr
+
+
 def test_an_opencv_error_on_one_image_is_a_skip(tmp_path, monkeypatch):
     root = tmp_path / "images"
     datagen.image_folder(root, per_class=(3,))

@@ -189,7 +189,7 @@ def test_damaged_sources_are_data_errors(tmp_path):
         prepare("mnist", src=str(tmp_path / "mn"), out=str(tmp_path / "o3"), echo=quiet)
     datagen.svhn_mats(tmp_path / "sv")
     (tmp_path / "sv" / "test_32x32.mat").write_bytes(b"MATLAB 5.0 but not really")
-    with pytest.raises(DataError, match="test_32x32.mat: not a readable .mat file"):
+    with pytest.raises(DataError, match="test_32x32.mat: not a MATLAB v5 .mat file"):
         prepare("svhn", src=str(tmp_path / "sv"), out=str(tmp_path / "o4"), echo=quiet)
 
 

@@ -72,6 +72,14 @@ def test_truncated_rec_names_record_and_offset(tmp_path):
             list(reader)
 
 
+def test_a_rec_missing_only_its_last_padding_is_truncated(tmp_path):
+    rec, _ = _write_ours(tmp_path, [b"x" * 100, b"y" * 101])  # 101 bytes: 3 bytes of padding follow
+    rec.write_bytes(rec.read_bytes()[:-1])
+    with recordio.RecordReader(rec) as reader:
+        with pytest.raises(DataError, match=r"record 1 at byte offset 108: truncated \(the record's padding"):
+            list(reader)
+
+
 def test_bad_magic_names_offset(tmp_path):
     rec, _ = _write_ours(tmp_path, [b"x" * 100, b"y" * 100])
     data = bytearray(rec.read_bytes())

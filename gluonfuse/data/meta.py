@@ -9,6 +9,7 @@ The contract (HELPERS.md) the trainer relies on::
 
 ``meta.json`` is written last, so a directory without it is an unfinished (or interrupted) prepare.
 """
+import math
 import os
 
 import numpy as np
@@ -113,27 +114,41 @@ def _check(meta, path):
         if key not in meta:
             bad(f"missing key {key!r}")
     n = meta["num_classes"]
-    if not isinstance(n, int) or n < 1:
-        bad(f"num_classes must be a positive integer, got {n!r}")
-    if not isinstance(meta["classes"], list) or len(meta["classes"]) != n:
+    if not _count(n) or n < 1:
+        bad(f"num_classes must be a positive integer, got {_short(n)}")
+    classes = meta["classes"]
+    if not (isinstance(classes, list) and len(classes) == n and all(isinstance(c, str) for c in classes)):
         bad(f"classes must list {n} names")
     shape = meta["image_shape"]
-    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(x, int) and x > 0
-                                                                   for x in shape)):
-        bad(f"image_shape must be [C, H, W], got {shape!r}")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_count(x) and x > 0 for x in shape)):
+        bad(f"image_shape must be [C, H, W], got {_short(shape)}")
     for key in ("mean", "std"):
         v = meta[key]
         if not (isinstance(v, list) and len(v) == shape[0]
-                and all(isinstance(x, (int, float)) for x in v)):
-            bad(f"{key} must list {shape[0]} numbers (one per channel), got {v!r}")
+                and all(_number(x) and (key == "mean" or x >= 0) for x in v)):
+            kind = "numbers" if key == "mean" else "non-negative numbers"
+            bad(f"{key} must list {shape[0]} finite {kind} (one per channel), got {_short(v)}")
     splits = meta["splits"]
     if not isinstance(splits, dict):
         bad("splits must be an object")
     for split in SPLITS:
         s = splits.get(split)
-        if not isinstance(s, dict) or not isinstance(s.get("count"), int):
+        if not isinstance(s, dict) or not _count(s.get("count")):
             bad(f"splits.{split} must hold a count")
         pc = s.get("per_class")
-        counts_ok = isinstance(pc, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in pc)
+        counts_ok = isinstance(pc, list) and all(_count(c) for c in pc)
         if not (counts_ok and len(pc) == n and sum(pc) == s["count"]):
             bad(f"splits.{split}.per_class must list {n} counts that add up to {s['count']}")
+
+
+def _count(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

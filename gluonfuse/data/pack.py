@@ -13,6 +13,7 @@ records are the same bytes MXNet's im2rec writes.
 """
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import sys
@@ -82,9 +83,21 @@ def read_bytes(path):
     return data
 
 
+@contextlib.contextmanager
+def opencv_errors():
+    """An OpenCV failure (``cv2.error``) on one image becomes ImageSkipped: it must not end a run."""
+    try:
+        yield
+    except cv2.error as exc:
+        raise ImageSkipped(f"OpenCV cannot process it: {str(exc).strip().splitlines()[-1]}") from None
+
+
 def decode(data, color=1):
     """Decode image bytes with ``cv2.imdecode``; ImageSkipped when OpenCV cannot."""
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), color)
+    if not len(data):
+        raise ImageSkipped("no image bytes")
+    with opencv_errors():  # e.g. a header declaring more pixels than OpenCV's limit
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), color)
     if img is None or img.size == 0:
         raise ImageSkipped("cannot decode (corrupt or not an image)")
     return img
@@ -123,11 +136,9 @@ def encode_file(path, opts: EncodeOptions):
         # decoded anyway, so a corrupt file is never packed; JPEGs at 1/8 scale, which is cheap
         decode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
         return data
-    try:
+    with opencv_errors():
         img = decode(data, opts.color)
         return encode(transform(img, opts.resize, opts.center_crop), opts.encoding, opts.quality)
-    except cv2.error as exc:  # an OpenCV failure on one image must not end the run
-        raise ImageSkipped(f"OpenCV cannot process it: {str(exc).strip().splitlines()[-1]}") from None
 
 
 def item_payload(item, image_bytes, pack_label=False):

@@ -15,7 +15,8 @@ import os
 
 import numpy as np
 
-from gluonfuse.data import recordio
+from gluonfuse.data import recordio, sources
+from gluonfuse.data.dataset import Dataset
 from gluonfuse.data.lists import ListItem, write_list
 from gluonfuse.data.meta import META_NAME, SPLITS, PixelStats, build_meta, meta_path, write_meta
 from gluonfuse import visible_cores
@@ -32,22 +33,6 @@ def encode_rgb(img):
     if max(img.shape[:2]) <= PNG_MAX_SIDE:
         return encode(np.ascontiguousarray(bgr), ".png", PNG_COMPRESSION)
     return encode(np.ascontiguousarray(bgr), ".jpg", 95)
-
-
-class Dataset:
-    """A source dataset ready to pack.
-
-    ``splits[name] = (jobs, load)`` with ``load(job) -> (rgb image HWC uint8, label, name)`` (it may
-    raise ImageSkipped); ``source`` (a dict, or a function called after packing that returns one)
-    goes into meta.json.
-    """
-
-    def __init__(self, name, classes, splits, source, describe=str):
-        self.name = name
-        self.classes = list(classes)
-        self.splits = splits
-        self.source = source
-        self.describe = describe
 
 
 def write_dataset(ds: Dataset, out, num_thread=None, strict=False, progress=True, echo=print):
@@ -121,8 +106,6 @@ DATASETS = ("cifar10", "cifar100", "svhn", "mnist", "folder", "digits")
 def prepare(name, src=None, out=None, coarse=False, with_extra=False, train_ratio=0.8, size=0,
             num_thread=None, strict=False, overwrite=False, progress=True, echo=print):
     """Convert dataset ``name`` from ``src`` into ``out`` (default ``data/NAME``); returns meta.json."""
-    from gluonfuse.data import sources
-
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}."
                          + did_you_mean(name, DATASETS))

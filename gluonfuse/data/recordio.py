@@ -139,13 +139,15 @@ class RecordReader:
     """Reads a ``.rec`` file record by record, or at the offsets of its ``.idx`` file.
 
     Every fault (bad magic, truncated record, broken multi-part record) is a :class:`DataError` that
-    names the file, the record number when known, and the byte offset.
+    names the file, the record number when known, and the byte offset. A length field is checked
+    against the file's size before anything is read, so a damaged header never makes the reader
+    allocate the (up to 512 MB) length it declares.
     """
 
     def __init__(self, path):
         self.path = os.fspath(path)
         try:
-            self._f = open(self.path, "rb")
+            self._f = open(self.path, "rb", buffering=0)
         except FileNotFoundError:
             raise DataError(f"record file not found: {self.path}") from None
         self.size = os.fstat(self._f.fileno()).st_size
@@ -163,14 +165,16 @@ class RecordReader:
         rec = f"record {number} " if number is not None else ""
         return f"{self.path}: {rec}at byte offset {offset}"
 
-    def read_at(self, offset, number=None):
-        """The payload of the record starting at ``offset`` and the offset just past it."""
-        f = self._f
+    def _read(self, pos, n):
+        return os.pread(self._f.fileno(), n, pos)
+
+    def frame(self, offset, number=None):
+        """The parts of the record at ``offset`` as ``[(payload start, length), ...]`` and the offset
+        just past it, from its part headers alone (no payload is read)."""
         pos = offset
         parts = []
         while True:
-            f.seek(pos)
-            head = f.read(_HEAD.size)
+            head = self._read(pos, _HEAD.size)
             if len(head) < _HEAD.size:
                 raise DataError(f"{self._where(offset, number)}: truncated (the file ends at byte "
                                 f"{self.size}, inside a record header)")
@@ -179,19 +183,33 @@ class RecordReader:
                 raise DataError(f"{self._where(offset, number)}: no RecordIO magic number at byte "
                                 f"{pos} (found 0x{magic:08x}); the file is corrupt or not a .rec file")
             cflag, length = lrec >> 29, lrec & _MAX_LENGTH
-            data = f.read(length)
-            if len(data) < length:
+            if pos + _HEAD.size + length > self.size:
                 raise DataError(f"{self._where(offset, number)}: truncated (the record needs {length} "
                                 f"bytes from byte {pos + _HEAD.size}, the file ends at byte {self.size})")
             expected = (0, 1) if not parts else (2, 3)
             if cflag not in expected:
                 raise DataError(f"{self._where(offset, number)}: broken multi-part record (part flag "
                                 f"{cflag} at byte {pos})")
+            parts.append((pos + _HEAD.size, length))
             pos += _HEAD.size + length + (-length % 4)
-            parts.append(data)
+            if pos > self.size:  # MXNet's reader aborts on a record whose zero padding is cut off
+                raise DataError(f"{self._where(offset, number)}: truncated (the record's padding to 4 "
+                                f"bytes ends at byte {pos}, the file at byte {self.size})")
             if cflag in (0, 3):
-                break
-        return _MAGIC_BYTES.join(parts), min(pos, self.size)
+                return parts, pos
+
+    def read_at(self, offset, number=None):
+        """The payload of the record starting at ``offset`` and the offset just past it."""
+        parts, end = self.frame(offset, number)
+        return _MAGIC_BYTES.join(self._read(pos, n) for pos, n in parts), end
+
+    def offsets(self):
+        """Yield ``(number, offset)`` of every record in file order, reading only their headers."""
+        offset, number = 0, 0
+        while offset < self.size:
+            _, nxt = self.frame(offset, number)
+            yield number, offset
+            offset, number = nxt, number + 1
 
     def __iter__(self):
         """Yield ``(number, offset, payload)`` for every record, in file order."""

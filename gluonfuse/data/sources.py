@@ -1,23 +1,29 @@
-"""Readers of the official dataset formats, each returning a :class:`gluonfuse.data.prepare.Dataset`.
+"""Readers of the official dataset formats, each returning a :class:`gluonfuse.data.dataset.Dataset`.
 
-Every damaged input is a DataError naming the file (and the byte offset where it applies). CIFAR's
-pickles are read with an unpickler that only accepts plain containers and numpy arrays, so a
-doctored archive cannot run code.
+Every damaged input is a DataError naming the file (and the byte offset where it applies), never
+another exception, a crash or an allocation the file's bytes do not back. CIFAR's pickles are read
+by :mod:`gluonfuse.data.safepickle` (plain containers and numeric arrays only, so a doctored archive
+can neither run code nor crash numpy), SVHN's .mat files by :mod:`gluonfuse.data.matfile` (scipy's
+reader crashes on some damaged files).
 """
 import gzip
 import hashlib
 import io
+import lzma
+import math
 import os
-import pickle
 import re
 import struct
 import tarfile
+import zlib
 
 import numpy as np
 
+from gluonfuse.data import safepickle
+from gluonfuse.data.dataset import Dataset
 from gluonfuse.data.lists import ListItem, list_images, split_items
-from gluonfuse.data.pack import decode, read_bytes, transform
-from gluonfuse.data.prepare import Dataset
+from gluonfuse.data.matfile import DEFLATE_MAX_RATIO, read_mat
+from gluonfuse.data.pack import decode, opencv_errors, read_bytes, transform
 from gluonfuse.errors import DataError
 
 
@@ -73,31 +79,36 @@ _CIFAR = {
                      train=["train"], test=["test"], meta="meta"),
 }
 
-_PICKLE_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("_codecs", "encode"),  # how Python 3 writes bytes at protocol 2 (re-packed archives)
-}
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
+_CHUNK = 1 << 20
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) not in _PICKLE_ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays and "
-                                         f"plain containers belong in a CIFAR batch)")
-        return super().find_class(module, name)
-
-
-def _unpickle(data, where):
-    try:
-        # latin1: the batches were pickled by Python 2 (str keys and numpy arrays)
-        obj = _SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
-    except Exception as exc:  # noqa: BLE001 - any failure means a damaged batch
-        raise DataError(f"{where}: not a readable CIFAR batch ({type(exc).__name__}: {exc})") from None
+def _batch(data, where):
+    """A CIFAR pickle as a dict with str keys (see :mod:`gluonfuse.data.safepickle`)."""
+    obj = safepickle.load(data, where)
     if not isinstance(obj, dict):
         raise DataError(f"{where}: not a CIFAR batch (a {type(obj).__name__}, not a dict)")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _read_chunked(stream, n):
+    """Up to ``n`` bytes of ``stream``, read in chunks: memory follows the bytes present, not ``n``
+    (a damaged header may declare terabytes)."""
+    chunks, left = [], n
+    while left > 0:
+        chunk = stream.read(min(left, _CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_member(tar, member):
+    data = _read_chunked(tar.extractfile(member), member.size)
+    if len(data) < member.size:
+        raise tarfile.ReadError(f"{member.name} ends {member.size - len(data)} bytes early")
+    return data
 
 
 def _cifar_members(src, spec):
@@ -110,8 +121,8 @@ def _cifar_members(src, spec):
                 for member in tar:
                     base = os.path.basename(member.name)
                     if member.isfile() and base in wanted and base not in found:
-                        found[base] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError, EOFError) as exc:
+                        found[base] = _read_member(tar, member)
+        except _TAR_ERRORS as exc:
             raise DataError(f"{src}: damaged or not a tar archive ({exc})") from None
         files = {os.path.basename(src): sha256_file(src)}
     else:
@@ -135,33 +146,61 @@ def _cifar_members(src, spec):
     return found, files
 
 
+def _class_names(meta, key, count, where):
+    names = meta.get(key)
+    if not (isinstance(names, (list, tuple)) and len(names) == count
+            and all(isinstance(n, (str, bytes)) for n in names)):
+        raise DataError(f"{where}: {key!r} must list {count} class names")
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
+
+
+def _batch_arrays(batch, labels_key, n_classes, where):
+    """``(images N x 32 x 32 x 3 uint8 RGB, labels int64)`` of one batch, every field checked."""
+    if "data" not in batch or labels_key not in batch:
+        raise DataError(f"{where}: no 'data' or {labels_key!r} entry")
+    labels = safepickle.resolve(batch[labels_key])
+    if isinstance(labels, np.ndarray) and labels.ndim == 1:
+        labels = labels.tolist()
+    if not isinstance(labels, (list, tuple)):
+        raise DataError(f"{where}: {labels_key!r} is a {type(labels).__name__}, not a list of labels")
+    for i, v in enumerate(labels):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < n_classes:
+            raise DataError(f"{where}: label {str(v)[:20]!r} of image {i} is not a class index "
+                            f"0..{n_classes - 1}")
+    data = safepickle.resolve(batch["data"])
+    n = len(labels)
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape == (n, 3072)):
+        what = f"a {data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else \
+            f"a {type(data).__name__}"
+        raise DataError(f"{where}: data is {what}, expected uint8 ({n}, 3072) for {n} labels")
+    return data.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, np.int64)
+
+
 def cifar(src, name="cifar10", coarse=False):
-    """CIFAR-10 / CIFAR-100 from the official python archive (.tar.gz) or its extracted folder."""
+    """CIFAR-10 / CIFAR-100 from the official python archive (.tar.gz) or its extracted folder.
+
+    The pickled batches are loaded by :mod:`gluonfuse.data.safepickle`, which builds nothing but
+    plain containers and numeric arrays: a doctored archive can neither run code nor crash the
+    process, and every field is checked (dtype, shape, one label per image, labels in range).
+    """
     spec = _CIFAR[name]
     members, files = _cifar_members(src, spec)
-    meta = _unpickle(members[spec["meta"]], f"{src}:{spec['meta']}")
+    where = f"{src}:{spec['meta']}"
+    meta = _batch(members[spec["meta"]], where)
     names_key = "label_names" if name == "cifar10" else ("coarse_label_names" if coarse
                                                          else "fine_label_names")
     labels_key = "labels" if name == "cifar10" else ("coarse_labels" if coarse else "fine_labels")
-    if names_key not in meta:
-        raise DataError(f"{src}:{spec['meta']}: no {names_key!r} entry")
-    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key]]
+    classes = _class_names(meta, names_key, 10 if name == "cifar10" else (20 if coarse else 100), where)
     splits = {}
     for split in ("train", "test"):
         parts, labels = [], []
         for base in spec[split]:
             where = f"{src}:{base}"
-            batch = _unpickle(members[base], where)
-            if "data" not in batch or labels_key not in batch:
-                raise DataError(f"{where}: no 'data' or {labels_key!r} entry")
-            data = np.asarray(batch["data"], dtype=np.uint8)
-            n = len(batch[labels_key])
-            if data.ndim != 2 or data.shape != (n, 3072):
-                raise DataError(f"{where}: data has shape {data.shape}, expected ({n}, 3072) for "
-                                f"{n} labels")
-            parts.append((data.reshape(n, 3, 32, 32).transpose(0, 2, 3, 1), base))
-            labels.extend(batch[labels_key])
-        splits[split] = (ArrayImages(parts), labels, None)
+            images, batch_labels = _batch_arrays(_batch(members[base], where), labels_key,
+                                                 len(classes), where)
+            parts.append((images, base))
+            labels.append(batch_labels)
+        splits[split] = (ArrayImages(parts), np.concatenate(labels), None)
     source = {"files": files, "format": "cifar-python",
               "labels": ("coarse" if coarse else "fine") if name == "cifar100" else "labels"}
     return array_dataset(name, classes, splits, source)
@@ -169,23 +208,22 @@ def cifar(src, name="cifar10", coarse=False):
 
 # ---------------------------------------------------------------------------------------------- SVHN
 def _loadmat(path):
-    import scipy.io
-
-    try:
-        mat = scipy.io.loadmat(path, variable_names=["X", "y"])
-    except Exception as exc:  # noqa: BLE001 - scipy raises many types for damaged files
-        raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__}: {exc})") from None
-    X, y = mat.get("X"), mat.get("y")
-    if X is None or y is None:
-        raise DataError(f"{path}: no 'X' and 'y' variables (expected SVHN's cropped-digit format)")
-    y = np.asarray(y).ravel()
-    if X.ndim != 4 or X.shape[:3] != (32, 32, 3) or X.shape[3] != len(y):
-        raise DataError(f"{path}: X has shape {X.shape}, expected (32, 32, 3, {len(y)})")
-    bad = np.flatnonzero((y < 1) | (y > 10))
+    """SVHN's ``X`` (32 x 32 x 3 x N uint8) and ``y`` (N labels 1..10) as (N x 32 x 32 x 3, digits)."""
+    found = read_mat(path, {"X", "y"})
+    if "X" not in found or "y" not in found:
+        raise DataError(f"{path}: no numeric 'X' and 'y' variables (expected SVHN's cropped-digit "
+                        f"format)")
+    X, y = found["X"], found["y"]
+    if X.data.dtype != np.uint8 or X.cls != np.uint8:
+        raise DataError(f"{path}: X holds {X.cls} values stored as {X.data.dtype}, expected uint8 images")
+    y = y.data.ravel(order="F").astype(np.float64)
+    if X.data.ndim != 4 or X.data.shape[:3] != (32, 32, 3) or X.data.shape[3] != len(y):
+        raise DataError(f"{path}: X has shape {X.data.shape}, expected (32, 32, 3, {len(y)})")
+    bad = np.flatnonzero((y < 1) | (y > 10) | (y != np.round(y)))
     if len(bad):
-        raise DataError(f"{path}: label {y[bad[0]]} of image {bad[0]} is outside 1..10")
+        raise DataError(f"{path}: label {y[bad[0]]:g} of image {bad[0]} is not a digit label 1..10")
     # SVHN writes digit 0 as label 10
-    return np.moveaxis(X.astype(np.uint8, copy=False), 3, 0), (y % 10).astype(np.int64)
+    return np.moveaxis(X.data, 3, 0), (y.astype(np.int64) % 10)
 
 
 def svhn(src, with_extra=False):
@@ -213,26 +251,40 @@ _IDX_NAME = re.compile(r"^(train|t10k|test)[-_.]?(images|labels)[-_.]idx[13][-_.
 
 
 def read_idx_array(path):
-    """An idx file of unsigned bytes (gzipped or not) as a numpy array."""
+    """An idx file of unsigned bytes (gzipped or not) as a numpy array.
+
+    The header is read first and the data no further than its dimensions say, so a damaged header
+    or a gzip bomb cannot make the reader allocate what the file does not hold.
+    """
     with open(path, "rb") as f:
         raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: damaged gzip data ({exc})") from None
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
-        raise DataError(f"{path}: not an idx file of unsigned bytes (header {raw[:4].hex()} at byte 0)")
-    ndim = raw[3]
-    start = 4 + 4 * ndim
-    if len(raw) < start:
-        raise DataError(f"{path}: truncated in the header (byte {len(raw)} of {start})")
-    dims = struct.unpack(f">{ndim}I", raw[4:start])
-    need = int(np.prod(dims))
-    if len(raw) - start < need:
+    gz = raw[:2] == b"\x1f\x8b"
+    stream = gzip.GzipFile(fileobj=io.BytesIO(raw)) if gz else io.BytesIO(raw)
+    at = "in the decompressed data" if gz else "in the file"
+    try:
+        head = stream.read(4)
+        if len(head) < 4 or head[:2] != b"\0\0" or head[2] != 0x08:
+            raise DataError(f"{path}: not an idx file of unsigned bytes (header {head.hex()} at byte 0)")
+        ndim = head[3]
+        start = 4 + 4 * ndim
+        dims_raw = stream.read(4 * ndim)
+        if len(dims_raw) < 4 * ndim:
+            raise DataError(f"{path}: truncated in the header (byte {4 + len(dims_raw)} of {start} "
+                            f"{at})")
+        dims = struct.unpack(f">{ndim}I", dims_raw)
+        need = math.prod(dims)
+        if not need:
+            raise DataError(f"{path}: no data (dimensions {dims} in the header)")
+        if gz and need > DEFLATE_MAX_RATIO * len(raw):
+            raise DataError(f"{path}: dimensions {dims} need {need} bytes, more than {len(raw)} "
+                            f"gzipped bytes can hold")
+        data = _read_chunked(stream, need)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: damaged gzip data ({exc})") from None
+    if len(data) < need:
         raise DataError(f"{path}: truncated: dimensions {dims} need {need} bytes from byte {start}, "
-                        f"the data ends at byte {len(raw)}")
-    return np.frombuffer(raw, np.uint8, count=need, offset=start).reshape(dims)
+                        f"the data ends at byte {start + len(data)}")
+    return np.frombuffer(data, np.uint8).reshape(dims)
 
 
 def mnist(src):
@@ -257,6 +309,8 @@ def mnist(src):
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DataError(f"{found[(split, 'images')]}: {images.shape} images do not match "
                             f"{labels.shape} labels in {found[(split, 'labels')]}")
+        if not images.size:
+            raise DataError(f"{found[(split, 'images')]}: no images (dimensions {images.shape})")
         top = max(top, int(labels.max()) + 1)
         splits[split] = (ArrayImages([(images, os.path.basename(found[(split, "images")]))]),
                          labels, None)
@@ -318,9 +372,10 @@ def folder(src, train_ratio=0.8, size=0, seed=100):
     def load(item):
         data = read_bytes(os.path.join(src, item.path))
         digests[item.path] = hashlib.sha256(data).hexdigest()
-        img = decode(data, 1)
-        if size:
-            img = transform(img, size, center_crop=True)
+        with opencv_errors():
+            img = decode(data, 1)
+            if size:
+                img = transform(img, size, center_crop=True)
         return img[:, :, ::-1], int(item.label), item.path
 
     def source():

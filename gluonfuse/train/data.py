@@ -18,6 +18,11 @@ Augmentation types (SPEC 1.6):
 Two MXNet traps handled here: ``batch.pad`` marks the padded tail of the last batch (evaluation must
 not count it), and after ``reset()`` a ``round_batch`` iterator starts the next pass *after* the
 samples it borrowed for padding, so every pass gets a fresh iterator (:func:`record_iter`).
+
+A third: ``ImageRecordIter`` does not report a damaged file, it takes the process down (a ``.rec``
+cut short under an intact ``.idx`` is a segmentation fault). :func:`record_iter` and
+:func:`count_records` therefore check every file with :func:`gluonfuse.data.check.check_split_file`
+first (the index and two record headers; a DataError names the file and the byte offset).
 """
 import os
 
@@ -29,7 +34,10 @@ SPLITS = ("train", "test")
 
 
 def check_dataset_dir(data_dir, splits=SPLITS):
-    """Raise DataError naming the first missing file of the prepared layout."""
+    """Raise DataError naming the first missing or damaged file of the prepared layout (the cheap
+    checks of :func:`gluonfuse.data.check.check_split_file`, before a run directory exists)."""
+    from gluonfuse.data.check import check_split_file
+
     if not os.path.isdir(data_dir):
         raise DataError(f"dataset directory not found: {data_dir} (prepare it with "
                         f"'gluonfuse data prepare NAME --out {data_dir}', or pass --data-dir)")
@@ -40,6 +48,8 @@ def check_dataset_dir(data_dir, splits=SPLITS):
                             "(it needs train.rec, test.rec and meta.json)")
     if not os.path.isfile(os.path.join(data_dir, "meta.json")):
         raise DataError(f"{os.path.join(data_dir, 'meta.json')} not found")
+    for split in splits:
+        check_split_file(os.path.join(data_dir, f"{split}.rec"))
 
 
 def ensure_dataset(dataset, data_dir, echo=print):
@@ -83,19 +93,22 @@ def normalisation(dataset, meta, meta_path="meta.json"):
 
 def record_iter(rec_path, batch_size, input_shape, mean, std, aug_type=0, shuffle=False, seed=0,
                 threads=2, stored_size=None, num_parts=1, part_index=0):
-    """A fresh ImageRecordIter over ``rec_path`` (one pass; make a new one per pass).
+    """A fresh ImageRecordIter over ``rec_path`` (one pass; make a new one per pass), opened only
+    after :func:`gluonfuse.data.check.check_split_file` passed (a damaged file is a DataError naming
+    the byte offset instead of a crash inside MXNet).
 
     ``stored_size``: the side of the stored images when it differs from the network input; the
     images are then resized (short side) to the input size before cropping (aug types 0 and 1).
     ``num_parts``/``part_index``: read only that part of the file (a distributed worker's shard,
     see :func:`gluonfuse.train.dist.shard_range`; needs the ``.idx``), shuffled within the part.
     """
+    from gluonfuse.data.check import check_split_file
+    from gluonfuse.data.recordio import idx_path_for
+
+    check_split_file(rec_path)  # MXNet's reader crashes the process on a damaged file
     import mxnet as mx
 
-    if not os.path.isfile(rec_path):
-        raise DataError(f"record file not found: {rec_path}")
     c, h, w = input_shape
-    from gluonfuse.data.recordio import idx_path_for
 
     idx = idx_path_for(rec_path)
     kwargs = dict(path_imgrec=rec_path, data_shape=(c, h, w), batch_size=batch_size, shuffle=shuffle,
@@ -162,11 +175,8 @@ class PadCrop:
 
 
 def count_records(rec_path):
-    """Number of records in a .rec (from its .idx when present, else by scanning; DataError on damage)."""
-    from gluonfuse.data.recordio import RecordReader, idx_path_for, read_idx
+    """Number of records in a .rec, after the checks of :func:`gluonfuse.data.check.check_split_file`
+    (from its .idx, else by walking the record headers; DataError on damage)."""
+    from gluonfuse.data.check import check_split_file
 
-    idx = idx_path_for(rec_path)
-    if os.path.isfile(idx):
-        return len(read_idx(idx))
-    with RecordReader(rec_path) as reader:
-        return sum(1 for _ in reader)
+    return check_split_file(rec_path)
