@@ -89,8 +89,9 @@ class PassLog:
 class TrainingPass:
     """Training passes of ``step`` over batches of a dataset with ``classes`` classes.
 
-    ``transform(data, label) -> (data, label)`` rewrites each batch (lists, one entry per device)
-    before the step; ``reduce`` turns this process's metric totals into the job's (see
+    ``transform(data, label) -> (data, targets, label)`` rewrites each batch (lists, one entry per
+    device) before the step: the loss sees ``targets`` (e.g. mixup's soft ones), the training error
+    ``label`` (e.g. the dominant one, see :mod:`gluonfuse.train.regularize`); ``reduce`` turns this process's metric totals into the job's (see
     :meth:`gluonfuse.train.metrics.Meter.result`); ``source`` names the data in errors.
     """
 
@@ -125,9 +126,10 @@ class TrainingPass:
             raise DataError(f"{self.source}: a label {label_max:g} in batch {nbatch} is outside "
                             f"0..{self.classes - 1}")
         data, label = split(batch, self.step.contexts)
+        targets = label
         if self.transform is not None:
-            data, label = self.transform(data, label)
-        outs = self.step(data, label, batch.data[0].shape[0])
+            data, targets, label = self.transform(data, label)
+        outs = self.step(data, targets, batch.data[0].shape[0])
         return outs, label, batch.data[0].shape[0] - batch.pad
 
     def _set_lr(self, value):
