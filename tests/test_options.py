@@ -159,6 +159,30 @@ def test_gradient_clipping_scales_every_device_to_the_norm():
     assert all(np.array_equal(p.list_grad()[0].asnumpy(), p.list_grad()[1].asnumpy()) for p in params)
 
 
+def test_ema_after_k_steps_is_the_explicit_average_and_survives_save_and_load(tmp_path):
+    import mxnet as mx
+
+    from gluonfuse.train.ema import WeightAverage
+
+    net = mx.gluon.nn.Dense(3, in_units=4)
+    net.initialize(ctx=mx.cpu())
+    ema, decay, seen = WeightAverage(net, 0.8, mx.cpu()), 0.8, []
+    for k in range(4):
+        net.weight.set_data(mx.nd.full((3, 4), float(k + 1) ** 2))
+        seen.append(float(k + 1) ** 2)
+        ema.update()
+    # started at the first step's weights, then decay * average + (1 - decay) * weights
+    want = seen[0] * decay ** 3 + sum((1 - decay) * decay ** (3 - i) * seen[i] for i in range(1, 4))
+    assert np.allclose(ema.average["weight"].asnumpy(), want)
+    ema.save(str(tmp_path / "ema.params"))
+    copy = mx.gluon.nn.Dense(3, in_units=4)
+    copy.load_parameters(str(tmp_path / "ema.params"))  # a plain .params file
+    assert np.allclose(copy.weight.data().asnumpy(), want)
+    again = WeightAverage(net, 0.8, mx.cpu())
+    again.load(str(tmp_path / "ema.params"))
+    assert np.allclose(again.average["weight"].asnumpy(), want)
+
+
 # ---------------------------------------------------------------- through the command line
 
 @pytest.mark.parametrize("flags, message", [
@@ -168,6 +192,9 @@ def test_gradient_clipping_scales_every_device_to_the_norm():
     (["--warmup-epochs", "2"], "warmup-epochs must be >= 0 and shorter than the run (2 epochs)"),
     (["--mix-prob", "0"], "mix-prob must be in (0, 1]"),
     (["--grad-clip", "-1"], "grad-clip must be >= 0"),
+    (["--ema", "1"], "ema must be a decay in (0, 1)"),
+    (["--ema", "-0.5"], "ema must be a decay in (0, 1)"),
+    (["--lr-schedule", "cosin"], "lr-schedule 'cosin'. Did you mean 'cosine'?"),
 ])
 def test_bad_option_values_are_one_line_exit_2(pattern_data, tmp_path, flags, message):
     proc = run_gluonfuse(*train_args(pattern_data, str(tmp_path), *flags))
@@ -178,6 +205,20 @@ def test_bad_option_values_are_one_line_exit_2(pattern_data, tmp_path, flags, me
 def _metrics(run_dir):
     with open(os.path.join(run_dir, "metrics.csv")) as f:
         return list(csv.DictReader(f))
+
+
+def test_ema_is_tested_recorded_checkpointed_and_exported_when_better(pattern_data, tmp_path):
+    out = str(tmp_path / "runs")
+    proc = run_gluonfuse(*train_args(pattern_data, out, "--ema", "0.5"))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run(out)
+    rows = _metrics(run_dir)
+    assert all(0 <= float(r["ema_test_error"]) <= 1 for r in rows) and "EMA test error" in proc.stdout
+    assert os.path.isfile(os.path.join(run_dir, "checkpoints", "epoch-0002.ema"))
+    meta = json.load(open(os.path.join(run_dir, "export", "last-meta.json")))
+    better = float(rows[-1]["ema_test_error"]) < float(rows[-1]["test_error"])
+    assert meta["weights"] == ("ema" if better else "raw")
+    assert json.load(open(os.path.join(run_dir, "export", "best-meta.json")))["weights"] == "raw"
 
 
 def test_mixup_alpha_0_is_bit_identical_to_no_mixup(trained_run, pattern_data, tmp_path):
@@ -191,7 +232,7 @@ def test_mixup_alpha_0_is_bit_identical_to_no_mixup(trained_run, pattern_data, t
 
 EVERY_OPTION = ["--lr-schedule", "cosine", "--warmup-epochs", "0.5", "--warmup-lr", "0.01",
                 "--label-smoothing", "0.1", "--mixup", "0.2", "--cutmix", "1.0", "--mix-prob", "0.8",
-                "--cutout", "8", "--no-wd-bn-bias", "--grad-clip", "5"]
+                "--cutout", "8", "--no-wd-bn-bias", "--grad-clip", "5", "--ema", "0.9"]
 
 
 @pytest.mark.slow
@@ -212,7 +253,7 @@ def test_resume_with_every_option_reproduces_the_uninterrupted_run(pattern_data,
     rows = _metrics(only_run(out))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     for got, want in zip(rows, reference):
-        for key in ("lr", "train_loss", "train_error", "test_loss", "test_error"):
+        for key in ("lr", "train_loss", "train_error", "test_loss", "test_error", "ema_test_loss", "ema_test_error"):
             assert float(got[key]) == pytest.approx(float(want[key]), abs=1e-4), key
 
 

@@ -91,7 +91,7 @@ def _floats(text, name):
 @click.option("--aug-type", type=int, default=None,
               help="0 none, 1 pad-4 crop + mirror, 2 scale/aspect/colour + crop (ImageNet) "
                    f"{recipe_help('aug_type')}.")
-@click.option("--lr-schedule", default=None, type=click.Choice(SCHEDULES),
+@click.option("--lr-schedule", default=None, metavar="|".join(SCHEDULES),
               help="step: the recipe's drops at --lr-steps; cosine and linear: from --lr down to 0; onecycle: "
                    "up from lr/25 over the first 30% of the run, then linearly to 0. Set every iteration "
                    f"(default {option_default('lr_schedule')}).")
@@ -114,6 +114,10 @@ def _floats(text, name):
               help="Weight decay only on convolution and Dense weights, not on BatchNorm gamma/beta or biases.")
 @click.option("--grad-clip", type=float, default=None, metavar="NORM",
               help="Clip the global gradient norm to NORM (default 0: off).")
+@click.option("--ema", type=float, default=None, metavar="DECAY",
+              help="Keep a moving average of the weights and BatchNorm statistics with this decay in (0, 1), "
+                   "e.g. 0.999; tested every epoch beside the weights (metrics.csv ema_* columns), checkpointed, "
+                   "and exported as 'last' when it tests better (export meta: weights ema). Default 0: off.")
 @device_options
 @click.option("--kvstore", default=None,
               help=f"Gradient aggregation: device, local or nccl on one machine; dist_sync, dist_device_sync or "

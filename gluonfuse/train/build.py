@@ -8,6 +8,7 @@ these (a batch transform such as mixup goes to the ``transform`` of :class:`Trai
 """
 from gluonfuse.train import precision
 from gluonfuse.train.checkpoint import seed_everything
+from gluonfuse.train.ema import WeightAverage
 from gluonfuse.train.epoch import Evaluator, Training, TrainingPass
 from gluonfuse.train.evaluate import column_view, has_columns
 from gluonfuse.train.regularize import BatchRegularizer, exempt_from_weight_decay, soft_cross_entropy_loss
@@ -41,10 +42,14 @@ def build_training(plan, team, contexts, start=0, report=None):
     step = Step(net, trainer, contexts, num_workers=plan.workers, loss=make_loss(regularizer),
                 grad_clip=config.grad_clip or None)
     eval_net = evaluation_copy(config.network, facts.model_kwargs, contexts) if on_kvstore is False else net
+    ema, evaluators = make_ema(config, net, facts.model_kwargs, contexts), make_evaluators(net, eval_net)
+    if ema is not None:
+        evaluators.append(Evaluator("ema", ema.eval_net, label="EMA"))
     training_pass = TrainingPass(step, facts.classes, report, transform=regularizer if regularizer.active else None,
-                                 reduce=team.reduce_meter("train"), source=facts.train_rec)
+                                 reduce=team.reduce_meter("train"), source=facts.train_rec,
+                                 after_step=ema.update if ema is not None else None)
     return Training(plan=plan, team=team, contexts=contexts, net=net, trainer=trainer, schedule=schedule,
-                    training_pass=training_pass, evaluators=make_evaluators(net, eval_net), eval_net=eval_net)
+                    training_pass=training_pass, evaluators=evaluators, eval_net=eval_net, ema=ema)
 
 
 def make_network(network, model_kwargs, contexts):
@@ -81,6 +86,15 @@ def make_schedule(config, iterations):
     ``lr_factor`` after each of ``lr_steps``, unless ``lr_schedule`` or a warm-up asks for another."""
     return schedule_of(config.lr_schedule, config.lr, config.epochs, iterations, config.lr_factor,
                        tuple(config.lr_steps), config.warmup_epochs, config.warmup_lr)
+
+
+def make_ema(config, net, model_kwargs, contexts):
+    """The moving average of the weights (``--ema``) with its own network to evaluate, or None."""
+    if not config.ema:
+        return None
+    ema = WeightAverage(net, config.ema, contexts[0])
+    ema.eval_net = evaluation_copy(config.network, model_kwargs, contexts)
+    return ema
 
 
 def make_evaluators(net, eval_net):

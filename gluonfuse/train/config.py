@@ -134,6 +134,7 @@ class TrainConfig:
     cutout: int = 0  # side of the square erased per image; 0 is off
     no_wd_bn_bias: bool = False  # weight decay on conv and Dense weights only
     grad_clip: float = 0.0  # the largest global gradient norm; 0 is off
+    ema: float = 0.0  # decay of the moving average of the weights (train/ema.py); 0 is off
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -197,10 +198,12 @@ class TrainConfig:
                 raise ArgumentError(f"{name} must be >= 0 (0 is off), got {getattr(self, name):g}", name)
         if not 0 < self.mix_prob <= 1:
             raise ArgumentError(f"mix_prob must be in (0, 1], got {self.mix_prob:g}", "mix_prob")
+        if not (self.ema == 0 or 0 < self.ema < 1):
+            raise ArgumentError(f"ema must be a decay in (0, 1) like 0.999 (0 is off), got {self.ema:g}", "ema")
         asynchronous = self.kvstore == "dist_async"
-        if asynchronous and (self.lr_schedule != "step" or self.warmup_epochs or self.grad_clip):
+        if asynchronous and (self.lr_schedule != "step" or self.warmup_epochs or self.grad_clip or self.ema):
             raise ArgumentError("dist_async runs the optimizer and its step schedule on the servers: lr_schedule "
-                                "other than step, warmup_epochs and grad_clip need dist_sync", "kvstore")
+                                "other than step, warmup_epochs, grad_clip and ema need dist_sync", "kvstore")
         if self.grad_clip and precision.uses_loss_scaling(self.dtype):
             raise ArgumentError("grad_clip cannot measure float16's scaled gradients; use float32 or bfloat16",
                                 "grad_clip")

@@ -35,6 +35,7 @@ class Training:
     training_pass: "TrainingPass"
     evaluators: list  # tested after every epoch; the first is the network itself
     eval_net: object  # the network as evaluated: ``net`` itself, or a copy (see step.evaluation_copy)
+    ema: object = None  # gluonfuse.train.ema.WeightAverage (``--ema``), evaluated as 'ema'
 
     @property
     def asynchronous(self):
@@ -68,6 +69,8 @@ class Training:
         self.team.average_running_stats(self.net)
         if self.eval_net is not self.net:
             copy_parameters(self.net, self.eval_net, self.contexts[0])
+        if self.ema is not None:
+            self.ema.copy_to(self.ema.eval_net)
 
     def _log_worker(self, epoch, batches, log):
         begin, end = self.plan.train_part
@@ -92,13 +95,15 @@ class TrainingPass:
     ``transform(data, label) -> (data, targets, label)`` rewrites each batch (lists, one entry per
     device) before the step: the loss sees ``targets`` (e.g. mixup's soft ones), the training error
     ``label`` (e.g. the dominant one, see :mod:`gluonfuse.train.regularize`); ``reduce`` turns this process's metric totals into the job's (see
-    :meth:`gluonfuse.train.metrics.Meter.result`); ``source`` names the data in errors.
+    :meth:`gluonfuse.train.metrics.Meter.result`); ``source`` names the data in errors;
+    ``after_step()`` runs after every update (the weights' moving average).
     """
 
-    def __init__(self, step, classes, report=None, transform=None, reduce=None, source="train.rec"):
+    def __init__(self, step, classes, report=None, transform=None, reduce=None, source="train.rec", after_step=None):
         self.step, self.classes = step, classes
         self.report = report or PassLog()
         self.transform, self.reduce, self.source = transform, reduce, source
+        self.after_step = after_step
 
     def __call__(self, epoch, batches, lr=None):
         """One pass over ``batches``; ``lr(iteration)`` sets each iteration's learning rate (None:
@@ -130,6 +135,8 @@ class TrainingPass:
         if self.transform is not None:
             data, targets, label = self.transform(data, label)
         outs = self.step(data, targets, batch.data[0].shape[0])
+        if self.after_step is not None:
+            self.after_step()
         return outs, label, batch.data[0].shape[0] - batch.pad
 
     def _set_lr(self, value):
@@ -254,6 +261,8 @@ def epoch_lines(result):
     lines += [f"Epoch[{e}] Validation-member-{m['name']}-accuracy={1 - m['error']:.6f}" for m in test["members"]]
     lines += [f"Epoch[{e}] Validation-{ev.label.replace(' ', '-')}-accuracy={1 - r['error']:.6f}"
               for ev, r in result.sub_networks()]
+    if "ema" in result.tests:
+        lines.append(f"Epoch[{e}] Validation-EMA-accuracy={1 - result.tests['ema']['error']:.6f}")
     return lines
 
 
@@ -268,4 +277,6 @@ def summary_line(result, epochs):
         line += "  members " + " ".join(f"{m['name']}:{100 * m['error']:.1f}%" for m in test["members"])
     for ev, r in result.sub_networks():
         line += f"  {ev.label}: {100 * r['error']:.2f}%"
+    if "ema" in result.tests:
+        line += f"  EMA test error {100 * result.tests['ema']['error']:.2f}%"
     return line + f"  {result.speed:.0f} img/s"
