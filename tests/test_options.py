@@ -272,3 +272,48 @@ def test_results_group_by_the_new_options_with_older_runs_at_their_defaults(tmp_
         json.dump(dict(config, label_smoothing=0.1, mixup=0.2), f)
     groups = group_runs([load_run(old), load_run(new)], "label_smoothing,mixup")
     assert [g.key for g in groups] == [(0.0, 0.0), (0.1, 0.2)]
+
+
+def test_tensorboard_logs_iterations_epochs_graph_and_histograms_and_results_exports_runs(pattern_data, tmp_path):
+    from gluonfuse.train.tensorboard import read_events, scalars
+
+    out = str(tmp_path / "runs")
+    proc = run_gluonfuse(*train_args(pattern_data, out, "--tensorboard", "--histogram-every", "2",
+                                     "--lr-schedule", "cosine", "--ema", "0.5"))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run(out)
+    found = scalars(os.path.join(run_dir, "tb"))
+    rows = _metrics(run_dir)
+    # 160 images in batches of 16: 10 iterations an epoch, each but the last read back one batch late
+    assert [s for s, _ in found["train/lr"]] == [s for s in range(20) if s % 10 != 9]
+    assert found["train/lr"][0][1] == pytest.approx(0.1) and found["train/lr"][-1][1] < 0.01
+    for column, tag in (("test_error", "test/error"), ("train_error", "train/error"),
+                        ("ema_test_error", "ema/test_error")):
+        assert [v for _, v in found[tag]] == pytest.approx([float(r[column]) for r in rows], abs=1e-6)
+    events = [e for _, e in read_events(os.path.join(run_dir, "tb"))]
+    assert sum(1 for e in events if e.graph_def) == 1
+    histograms = {v.tag for e in events for v in e.summary.value if v.HasField("histo")}
+    assert any(t.endswith("_weight") for t in histograms) and all(e.step == 2 for e in events
+                                                                 if any(v.HasField("histo") for v in e.summary.value))
+    tb = str(tmp_path / "tb")
+    proc = run_gluonfuse("results", out, "--tensorboard", tb)
+    assert proc.returncode == 0, proc.stderr
+    exported = scalars(os.path.join(tb, os.path.basename(run_dir)))
+    assert exported["test/error"] == [(int(r["epoch"]), pytest.approx(float(r["test_error"]), abs=1e-6)) for r in rows]
+
+
+def test_tensorboard_without_tensorboardx_is_one_line(monkeypatch):
+    import builtins
+
+    from gluonfuse.train.tensorboard import summary_writer
+
+    real_import = builtins.__import__
+
+    def no_tensorboardx(name, *args, **kwargs):
+        if name.startswith("tensorboardX"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboardx)
+    with pytest.raises(ValueError, match=r"needs tensorboardX: pip install 'gluonfuse\[tensorboard\]'"):
+        summary_writer("unused")

@@ -75,7 +75,7 @@ DERIVED = {"classes", "mean", "std", "input_shape", "num_workers"}
 # options newer than that run, at their defaults (off)
 NEWER_OPTIONS = {"lr_schedule": "step", "warmup_epochs": 0.0, "warmup_lr": 0.0, "label_smoothing": 0.0, "mixup": 0.0,
                  "cutmix": 0.0, "mix_prob": 1.0, "cutout": 0, "no_wd_bn_bias": False, "grad_clip": 0.0,
-                 "ema": 0.0}
+                 "ema": 0.0, "tensorboard": None, "histogram_every": 10}
 
 
 def test_the_config_holds_choices_only_and_reads_old_config_files():

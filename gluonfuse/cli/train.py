@@ -118,6 +118,11 @@ def _floats(text, name):
               help="Keep a moving average of the weights and BatchNorm statistics with this decay in (0, 1), "
                    "e.g. 0.999; tested every epoch beside the weights (metrics.csv ema_* columns), checkpointed, "
                    "and exported as 'last' when it tests better (export meta: weights ema). Default 0: off.")
+@click.option("--tensorboard", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Write TensorBoard event files to DIR (default RUN_DIR/tb): loss and lr per iteration, errors, "
+                   "top-5 and images/s per epoch, the graph, weight histograms (needs gluonfuse[tensorboard]).")
+@click.option("--histogram-every", type=int, default=None, metavar="K",
+              help=f"Weight histograms every K epochs (default {option_default('histogram_every')}).")
 @device_options
 @click.option("--kvstore", default=None,
               help=f"Gradient aggregation: device, local or nccl on one machine; dist_sync, dist_device_sync or "

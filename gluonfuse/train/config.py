@@ -135,6 +135,8 @@ class TrainConfig:
     no_wd_bn_bias: bool = False  # weight decay on conv and Dense weights only
     grad_clip: float = 0.0  # the largest global gradient norm; 0 is off
     ema: float = 0.0  # decay of the moving average of the weights (train/ema.py); 0 is off
+    tensorboard: Optional[str] = None  # event files' directory; "" is RUN_DIR/tb, None is off
+    histogram_every: int = 10  # epochs between TensorBoard's weight histograms
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -152,7 +154,7 @@ class TrainConfig:
 
     def validate(self, workers=1):
         """Check every value (``workers``: of the distributed job, which shares the batch); returns self."""
-        for name in ("epochs", "batch_size", "test_batch_size", "keep_checkpoints", "log_interval"):
+        for name in ("epochs", "batch_size", "test_batch_size", "keep_checkpoints", "log_interval", "histogram_every"):
             _positive(name, getattr(self, name))
         _positive("lr", self.lr, float)
         if self.wd < 0:

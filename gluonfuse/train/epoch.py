@@ -104,20 +104,26 @@ class TrainingPass:
         self.report = report or PassLog()
         self.transform, self.reduce, self.source = transform, reduce, source
         self.after_step = after_step
+        self.on_iteration = None  # on_iteration(epoch, iteration, loss, lr), one batch late (TensorBoard)
 
     def __call__(self, epoch, batches, lr=None):
         """One pass over ``batches``; ``lr(iteration)`` sets each iteration's learning rate (None:
         leave the trainer's). Returns (metrics, seconds, images per second)."""
         meter, bar = None, _Progress(epoch, getattr(batches, "steps", None), self.report)
         try:
+            rates = []
             for nbatch, batch in enumerate(batches):
                 if lr is not None:
                     self._set_lr(lr(nbatch))
+                rates = (rates + [self.step.trainer.learning_rate])[-2:]
                 outs, label, valid = self._step(batch, nbatch)
                 if meter is None:
                     meter = Meter(self.classes, len(outs[0]), member_names(self.step.net, len(outs[0])))
                 meter.add([sample_stats(o, y) for o, y in zip(outs, label)], valid)
-                bar.batch(valid, self._read(meter.flush, epoch, nbatch, keep_last=1), meter, self.classes > 5)
+                last = self._read(meter.flush, epoch, nbatch, keep_last=1)
+                bar.batch(valid, last, meter, self.classes > 5)
+                if self.on_iteration is not None and last is not None:
+                    self.on_iteration(epoch, nbatch - 1, last[0], rates[0])
             if meter is None:
                 raise DataError(f"{self.source}: no training records")
             result = self._read(meter.result, epoch, bar.batches - 1, self.reduce)

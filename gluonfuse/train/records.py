@@ -123,9 +123,28 @@ class Curves:
             fig.suptitle(os.path.basename(os.path.abspath(self.run_dir)))
 
 
+class TensorBoard:
+    """TensorBoard event files (``--tensorboard``): per epoch here, per iteration through the training
+    pass's ``on_iteration``."""
+
+    def __init__(self, run_dir, training):
+        from gluonfuse.train.tensorboard import TensorBoardLog
+
+        config = training.plan.config
+        self.log = TensorBoardLog(config.tensorboard or os.path.join(run_dir, "tb"), config.histogram_every)
+        self.net, steps = training.net, training.plan.steps
+        training.training_pass.on_iteration = lambda epoch, i, loss, lr: self.log.iteration(epoch * steps + i, loss, lr)
+
+    def record(self, result, best):
+        self.log.record(result, best, net=self.net)
+
+
 def make_recorders(run_dir, store, training, start):
     """The recorders of a run resumed after epoch ``start`` (0: a new run), in the order they write."""
     metrics = MetricsFile(run_dir, start, ema=training.ema is not None)
-    return [metrics, MembersFile(run_dir, start),
-            Checkpoints(store, training.net, training.trainer, states=not training.asynchronous, ema=training.ema),
-            StatusFile(run_dir), Curves(run_dir, metrics)]
+    recorders = [metrics, MembersFile(run_dir, start),
+                 Checkpoints(store, training.net, training.trainer, states=not training.asynchronous, ema=training.ema),
+                 StatusFile(run_dir), Curves(run_dir, metrics)]
+    if training.plan.config.tensorboard is not None:
+        recorders.append(TensorBoard(run_dir, training))
+    return recorders
