@@ -317,3 +317,42 @@ def test_tensorboard_without_tensorboardx_is_one_line(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_tensorboardx)
     with pytest.raises(ValueError, match=r"needs tensorboardX: pip install 'gluonfuse\[tensorboard\]'"):
         summary_writer("unused")
+
+
+@pytest.mark.parametrize("network, model_kwargs, recipe", [
+    ("ensemble", {"depth": 11}, None),
+    ("fractalnet", {"columns": 2, "blocks": 2, "widths": [8, 16]}, "fractal"),
+])
+def test_every_option_trains_an_ensemble_and_fractalnet(pattern_data, tmp_path, network, model_kwargs, recipe):
+    from gluonfuse.train.config import resolve_config
+    from gluonfuse.train.session import train
+
+    options = {"epochs": 1, "batch_size": 32, "seed": 0, "out_dir": str(tmp_path), "lr_schedule": "onecycle",
+               "warmup_epochs": 0.5, "label_smoothing": 0.1, "mixup": 0.2, "cutmix": 1.0, "cutout": 8,
+               "no_wd_bn_bias": True, "grad_clip": 5.0, "ema": 0.9}
+    conf = resolve_config(network, "patterns", data_dir=pattern_data, recipe=recipe, model_kwargs=model_kwargs,
+                          overrides=options, contexts=["cpu(0)", "cpu(1)"])
+    run_dir = train(conf, quiet=True, echo=lambda *a, **k: None)["run_dir"]
+    row = _metrics(run_dir)[0]
+    assert 0 <= float(row["train_error"]) <= 1 and 0 <= float(row["ema_test_error"]) <= 1
+    with open(os.path.join(run_dir, "members.csv")) as f:
+        members = list(csv.DictReader(f))
+    # the ensemble's 8 members, FractalNet's deepest column, tested as without the options
+    if network == "fractalnet":
+        assert [m["name"] for m in members] == ["column2"]
+    else:
+        assert sorted(int(m["member"]) for m in members) == list(range(8))
+
+
+@pytest.mark.slow
+def test_every_option_in_a_distributed_job_keeps_the_workers_identical(pattern_data, tmp_path):
+    from test_dist import ONE_THREAD, _digests, launch_args
+
+    out = str(tmp_path / "runs")
+    proc = run_gluonfuse(*launch_args(pattern_data, out, "--epochs", "2", "--kvstore", "dist_sync", *EVERY_OPTION),
+                         timeout=600, env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = only_run(out)
+    digests = _digests(run_dir)
+    assert sorted(digests) == [0, 1] and all(d[0] == d[1] for d in digests.values()), digests
+    assert [r["epoch"] for r in _metrics(run_dir)] == ["1", "2"] and _metrics(run_dir)[-1]["ema_test_error"]
