@@ -24,6 +24,7 @@ import os
 
 from gluonfuse.errors import DataError, did_you_mean
 from gluonfuse.io import saved_figure
+from gluonfuse.train.config import TrainConfig
 from gluonfuse.train.rundir import Run, load_run  # the one reader of run directories (no mxnet import)
 
 RUN_FILES = ("config.json", "metrics.csv", "status.json")
@@ -32,6 +33,8 @@ GROUP_KEYS = {"network": ("network",), "depth": ("model_kwargs", "depth"),
               "widen": ("model_kwargs", "widen_factor"), "dataset": ("dataset",)}
 DEFAULT_BY = ("network", "depth", "widen", "dataset")
 FORMATS = ("table", "csv", "markdown")
+# training options with one default (off): --by groups runs written before an option existed with its default
+OPTION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
 def run_value(run, key):
@@ -40,6 +43,8 @@ def run_value(run, key):
         where = GROUP_KEYS[key]
     elif key in run.config:
         where = (key,)
+    elif key in OPTION_DEFAULTS:  # a run older than the option trained without it
+        return OPTION_DEFAULTS[key]
     else:
         where = ("model_kwargs", key)
     value = run.config
@@ -161,7 +166,7 @@ def check_by(by, runs=()):
     by = split_by(by)
     if not by:
         raise ValueError("--by needs at least one key, e.g. --by network")
-    known = set(GROUP_KEYS)
+    known = set(GROUP_KEYS) | set(OPTION_DEFAULTS)
     for run in runs:
         known.update(run.config)
         known.update(run.config.get("model_kwargs") or {})

@@ -226,3 +226,23 @@ def test_prepare_cli_and_read_meta_errors(tmp_path, cli):
         read_meta(tmp_path / "dg")
     with pytest.raises(DataError, match="not found"):
         read_meta(tmp_path)
+
+
+def test_class_names_file_names_the_classes_of_meta_json(tmp_path):
+    from conftest import run_gluonfuse
+
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"digit-{w}" for w in "zero one two three four five six seven eight nine".split())
+                     + "\n\n")
+    out = tmp_path / "digits"
+    proc = run_gluonfuse("data", "prepare", "digits", "--out", out, "--quiet", "--class-names", names)
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["classes"][0] == "digit-zero" and meta["classes"][9] == "digit-nine" and meta["num_classes"] == 10
+    names.write_text("a\nb\n")
+    proc = run_gluonfuse("data", "prepare", "digits", "--out", out, "--quiet", "--overwrite", "--class-names", names)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "has 2 names but the dataset has 10 classes" in proc.stderr
+    names.write_text("a\na\n")
+    proc = run_gluonfuse("data", "prepare", "digits", "--out", tmp_path / "never", "--class-names", names)
+    assert proc.returncode == 2 and "repeats 'a'" in proc.stderr and not (tmp_path / "never").exists()

@@ -72,6 +72,10 @@ def test_overrides_and_schedule():
 
 OLD_CONFIG = os.path.join(os.path.dirname(__file__), "fixtures", "runs", "fractalnet_c2_b2_patterns_1", "config.json")
 DERIVED = {"classes", "mean", "std", "input_shape", "num_workers"}
+# options newer than that run, at their defaults (off)
+NEWER_OPTIONS = {"lr_schedule": "step", "warmup_epochs": 0.0, "warmup_lr": 0.0, "label_smoothing": 0.0, "mixup": 0.0,
+                 "cutmix": 0.0, "mix_prob": 1.0, "cutout": 0, "no_wd_bn_bias": False, "grad_clip": 0.0,
+                 "ema": 0.0, "tensorboard": None, "histogram_every": 10}
 
 
 def test_the_config_holds_choices_only_and_reads_old_config_files():
@@ -81,7 +85,10 @@ def test_the_config_holds_choices_only_and_reads_old_config_files():
     assert not DERIVED & set(resolve_config("cross", "cifar10").to_dict())
     with open(OLD_CONFIG) as f:
         old = json.load(f)
-    assert TrainConfig.from_dict(old).to_dict() == {k: v for k, v in old.items() if k not in DERIVED}
+    loaded = TrainConfig.from_dict(old).to_dict()
+    assert {k: loaded[k] for k in old if k not in DERIVED} == {k: v for k, v in old.items() if k not in DERIVED}
+    # options added since that run was written take their defaults, which are off
+    assert {k: v for k, v in loaded.items() if k not in old} == NEWER_OPTIONS
     with pytest.raises(DataError, match="config.json lacks lr, seed"):
         TrainConfig.from_dict({k: v for k, v in old.items() if k not in ("lr", "seed")})
 
@@ -101,7 +108,8 @@ def test_the_dataset_and_the_job_decide_the_rest(pattern_data):
     assert (plan.batch_size, plan.test_batch_size, plan.steps) == (16, 5, 5)
     assert (plan.train_part, plan.test_part) == ((80, 160), (25, 50))
     with open(OLD_CONFIG) as f:
-        assert set(run_record(config, facts, 2)) == set(json.load(f))  # config.json keeps its keys
+        # config.json keeps its keys and adds the newer options'
+        assert set(run_record(config, facts, 2)) == set(json.load(f)) | set(NEWER_OPTIONS)
     with pytest.raises(ValueError, match="does not match the dataset"):
         read_facts(resolve_config("cross", "patterns", data_dir=pattern_data, model_kwargs={"classes": 5}))
 
@@ -180,7 +188,7 @@ def test_a_training_pass_asks_the_schedule_every_iteration_and_transforms_batche
 
     def zero_labels(data, label):
         rates.append(step.trainer.learning_rate)
-        return data, [y * 0 for y in label]
+        return data, [y * 0 for y in label], label
 
     it = record_iter(os.path.join(pattern_data, "train.rec"), 40, (3, 32, 32), [0] * 3, [1] * 3)
     result, seconds, speed = TrainingPass(step, 10, transform=zero_labels)(0, it, lr=lambda i: 0.1 / (i + 1))

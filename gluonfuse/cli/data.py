@@ -39,15 +39,24 @@ def data():
 @click.option("--strict", is_flag=True, help="folder: stop at a corrupt image instead of skipping it")
 @click.option("--overwrite", is_flag=True, help="replace a dataset already prepared in --out")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--class-names", "class_names", default=None, metavar="FILE",
+              help="class names, one per line in label order, for meta.json (and so predict, exports and "
+                   "analyze's tables); e.g. for MNIST's idx files, which carry only numbers")
 def prepare_cmd(name, src, out, coarse, with_extra, train_ratio, size, num_thread, strict, overwrite,
-                quiet):
+                quiet, class_names):
     """Convert dataset NAME (cifar10, cifar100, svhn, mnist, folder, digits) into train/test .rec,
     .idx and .lst files plus meta.json in --out."""
+    from gluonfuse.data.meta import read_class_names, set_class_names
     from gluonfuse.data.prepare import prepare
 
+    names = read_class_names(class_names) if class_names else None  # a bad file fails before any work
+    out = out or os.path.join("data", name)
     prepare(name, src=src, out=out, coarse=coarse, with_extra=with_extra, train_ratio=train_ratio,
             size=size, num_thread=num_thread or None, strict=strict, overwrite=overwrite,
             progress=not quiet, echo=click.echo)
+    if names is not None:
+        set_class_names(out, names, source=class_names)
+        click.echo(f"class names from {class_names} written to {os.path.join(out, 'meta.json')}")
 
 
 @data.command("fetch")

@@ -8,6 +8,7 @@ import click
 from gluonfuse.cli.common import model_options
 from gluonfuse.errors import ArgumentError
 from gluonfuse.train.config import DEFAULT_RECIPE, OPTIMIZERS, RECIPES, option_default, recipe_help
+from gluonfuse.train.schedule import SCHEDULES
 
 
 def speaks_flags(fn):
@@ -90,6 +91,38 @@ def _floats(text, name):
 @click.option("--aug-type", type=int, default=None,
               help="0 none, 1 pad-4 crop + mirror, 2 scale/aspect/colour + crop (ImageNet) "
                    f"{recipe_help('aug_type')}.")
+@click.option("--lr-schedule", default=None, metavar="|".join(SCHEDULES),
+              help="step: the recipe's drops at --lr-steps; cosine and linear: from --lr down to 0; onecycle: "
+                   "up from lr/25 over the first 30% of the run, then linearly to 0. Set every iteration "
+                   f"(default {option_default('lr_schedule')}).")
+@click.option("--warmup-epochs", type=float, default=None, metavar="E",
+              help="Raise the lr linearly from --warmup-lr to --lr over the first E epochs, every iteration (default 0).")
+@click.option("--warmup-lr", type=float, default=None, help=f"Where the warm-up starts (default {option_default('warmup_lr'):g}).")
+@click.option("--label-smoothing", type=float, default=None, metavar="EPS",
+              help="Train against (1-EPS) one-hot + EPS/classes targets (default 0: off).")
+@click.option("--mixup", type=float, default=None, metavar="ALPHA",
+              help="Mix pairs of images with Beta(ALPHA, ALPHA) weights (default 0: off). The train error is "
+                   "counted against each mixed image's dominant label.")
+@click.option("--cutmix", type=float, default=None, metavar="ALPHA",
+              help="Paste a box of another image, area from Beta(ALPHA, ALPHA) (default 0: off); with --mixup "
+                   "too, each batch takes one of the two.")
+@click.option("--mix-prob", type=float, default=None,
+              help=f"Chance that a batch is mixed by --mixup/--cutmix (default {option_default('mix_prob'):g}).")
+@click.option("--cutout", type=int, default=None, metavar="SIZE",
+              help="Erase one SIZE x SIZE square per training image to the mean colour (default 0: off).")
+@click.option("--no-wd-bn-bias", is_flag=True, default=None,
+              help="Weight decay only on convolution and Dense weights, not on BatchNorm gamma/beta or biases.")
+@click.option("--grad-clip", type=float, default=None, metavar="NORM",
+              help="Clip the global gradient norm to NORM (default 0: off).")
+@click.option("--ema", type=float, default=None, metavar="DECAY",
+              help="Keep a moving average of the weights and BatchNorm statistics with this decay in (0, 1), "
+                   "e.g. 0.999; tested every epoch beside the weights (metrics.csv ema_* columns), checkpointed, "
+                   "and exported as 'last' when it tests better (export meta: weights ema). Default 0: off.")
+@click.option("--tensorboard", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Write TensorBoard event files to DIR (default RUN_DIR/tb): loss and lr per iteration, errors, "
+                   "top-5 and images/s per epoch, the graph, weight histograms (needs gluonfuse[tensorboard]).")
+@click.option("--histogram-every", type=int, default=None, metavar="K",
+              help=f"Weight histograms every K epochs (default {option_default('histogram_every')}).")
 @device_options
 @click.option("--kvstore", default=None,
               help=f"Gradient aggregation: device, local or nccl on one machine; dist_sync, dist_device_sync or "

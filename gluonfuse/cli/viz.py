@@ -52,7 +52,10 @@ COMMANDS.append(show)
 @click.option("--plot", default=None, metavar="FILE",
               help="Also draw test error per epoch per group (median run, band from best to worst "
                    "run) to FILE (.png, .svg or .pdf).")
-def results(runs_dir, by, fmt, plot):
+@click.option("--tensorboard", "tensorboard_dir", default=None, metavar="OUT",
+              help="Also write each finished run's metrics.csv as TensorBoard scalars into OUT/<run> "
+                   "(needs the extra gluonfuse[tensorboard]).")
+def results(runs_dir, by, fmt, plot, tensorboard_dir):
     """Compare finished runs: final errors as median (mean ± std, best), in percent.
 
     Every run directory under RUNS_DIR (as written by 'gluonfuse train') is read; finished runs
@@ -65,6 +68,7 @@ def results(runs_dir, by, fmt, plot):
     Examples:
       gluonfuse results runs/
       gluonfuse results runs/ --by network,dataset --format markdown --plot curves.png
+      gluonfuse results runs/ --by label_smoothing,mixup --tensorboard tb/
     """
     from gluonfuse import results as res
     from gluonfuse.io import plot_format
@@ -84,6 +88,11 @@ def results(runs_dir, by, fmt, plot):
     if plot:
         res.plot_groups(groups, by, plot)
         click.echo(f"Wrote {plot}", err=True)
+    if tensorboard_dir:
+        from gluonfuse.train.tensorboard import export_runs
+
+        written = export_runs(finished, tensorboard_dir)
+        click.echo(f"Wrote TensorBoard event files of {len(written)} runs under {tensorboard_dir}", err=True)
 
 
 COMMANDS.append(results)

@@ -94,6 +94,34 @@ def read_meta(directory):
     return meta
 
 
+def read_class_names(path):
+    """Class names from a text file, one per line in label order (blank lines ignored); ValueError
+    naming the problem when the file is missing, empty or repeats a name."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = [line.strip() for line in f if line.strip()]
+    except OSError as exc:
+        raise ValueError(f"class names file {path}: {exc.strerror}") from None
+    if not names:
+        raise ValueError(f"class names file {path} is empty; write one name per line, in label order")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"class names file {path} repeats {', '.join(map(repr, repeated))}; names must be unique")
+    return names
+
+
+def set_class_names(directory, names, source="the class names file"):
+    """Replace the class names in ``directory``'s meta.json by ``names`` (as many as its classes)."""
+    meta = read_meta(directory)
+    if len(names) != meta["num_classes"]:
+        n = meta["num_classes"]
+        raise ValueError(f"{source} has {len(names)} names but the dataset has {n} classes (labels 0..{n - 1}); "
+                         "give one name per class, in label order (meta.json keeps its names)")
+    meta["classes"] = list(names)
+    write_meta(directory, meta)
+    return meta
+
+
 def stored_size(meta):
     """The side of a dataset's stored images (the shorter of ``image_shape``'s H and W), None if unknown.
 

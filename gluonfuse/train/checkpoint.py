@@ -5,6 +5,7 @@ Layout in ``RUN/checkpoints/``::
     epoch-0007.params   net.save_parameters (structured names, load_parameters reads them back)
     epoch-0007.states   trainer.save_states (momentum buffers; through the kvstore when it updates);
                         empty under dist_async, whose optimizer state lives on the servers
+    epoch-0007.ema      the moving average of the weights (runs with --ema; a .params file)
     epoch-0007.json     epoch, best so far, Python and NumPy random states - written LAST
     best.params, best.json
 
@@ -70,8 +71,11 @@ class CheckpointStore:
     def _path(self, epoch, ext):
         return os.path.join(self.dir, f"epoch-{epoch:04d}.{ext}")
 
-    def save(self, epoch, net, trainer, info, states=True):
+    def save(self, epoch, net, trainer, info, states=True, extras=None):
         """Checkpoint after ``epoch`` finished epochs; ``info`` (a dict) goes into the json.
+
+        ``extras``: ``{extension: save(path)}`` for more files of the epoch (``ema``), written
+        before the json.
 
         ``states=False``: the optimizer state cannot be read here (dist_async keeps it on the
         servers); the ``.states`` file is left empty and loading skips it.
@@ -83,6 +87,9 @@ class CheckpointStore:
                 trainer.save_states(tmp)
             else:
                 open(tmp, "wb").close()
+        for ext, save in (extras or {}).items():
+            with atomic_path(self._path(epoch, ext)) as tmp:
+                save(tmp)
         record = dict(info, epoch=epoch, rng=rng_state(), optimizer_state=bool(states))
         write_json(self._path(epoch, "json"), record)  # the commit mark
         self._prune()
@@ -108,6 +115,11 @@ class CheckpointStore:
             return None
         return epochs[-1], read_json(self._path(epochs[-1], "json"), "checkpoint record")
 
+    def extra_path(self, epoch, ext):
+        """The ``ext`` file of committed ``epoch`` (e.g. ``ema``), or None if it was not saved."""
+        path = self._path(epoch, ext)
+        return path if os.path.isfile(path) else None
+
     def params_path(self, which="last"):
         """Path of the parameters for ``which`` = 'best', 'last' or an epoch number (None if absent)."""
         if which == "best":
@@ -132,7 +144,7 @@ class CheckpointStore:
     def _prune(self):
         for epoch in self.epochs()[:-self.keep]:
             # the json goes first, so a half-pruned epoch is never taken for a complete one
-            for ext in ("json", "params", "states"):
+            for ext in ("json", "params", "states", "ema"):
                 try:
                     os.remove(self._path(epoch, ext))
                 except FileNotFoundError:

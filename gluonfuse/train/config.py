@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Tuple
 
 from gluonfuse.errors import ArgumentError, DataError, did_you_mean
 from gluonfuse.train import dist, precision
-from gluonfuse.train.schedule import steps_from_fractions
+from gluonfuse.train.schedule import SCHEDULES, steps_from_fractions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +123,20 @@ class TrainConfig:
     log_interval: int = 50
     preprocess_threads: int = 2
     out_dir: str = "runs"
+    # training options beyond the published recipes; each default is off, i.e. the recipe as published
+    lr_schedule: str = "step"  # step (the recipe's), cosine, linear, onecycle (train/schedule.py)
+    warmup_epochs: float = 0.0  # linear warm-up from warmup_lr to lr over these epochs
+    warmup_lr: float = 0.0
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) parameters; 0 is off
+    cutmix: float = 0.0
+    mix_prob: float = 1.0
+    cutout: int = 0  # side of the square erased per image; 0 is off
+    no_wd_bn_bias: bool = False  # weight decay on conv and Dense weights only
+    grad_clip: float = 0.0  # the largest global gradient norm; 0 is off
+    ema: float = 0.0  # decay of the moving average of the weights (train/ema.py); 0 is off
+    tensorboard: Optional[str] = None  # event files' directory; "" is RUN_DIR/tb, None is off
+    histogram_every: int = 10  # epochs between TensorBoard's weight histograms
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -140,7 +154,7 @@ class TrainConfig:
 
     def validate(self, workers=1):
         """Check every value (``workers``: of the distributed job, which shares the batch); returns self."""
-        for name in ("epochs", "batch_size", "test_batch_size", "keep_checkpoints", "log_interval"):
+        for name in ("epochs", "batch_size", "test_batch_size", "keep_checkpoints", "log_interval", "histogram_every"):
             _positive(name, getattr(self, name))
         _positive("lr", self.lr, float)
         if self.wd < 0:
@@ -161,12 +175,40 @@ class TrainConfig:
         if bad or list(self.lr_steps) != sorted(set(self.lr_steps)):
             raise ArgumentError(f"lr_steps must be increasing positive epochs like 200,300,350, "
                                 f"got {','.join(map(str, self.lr_steps))}", "lr_steps")
+        self._validate_extras()
         if workers > 1 or dist.is_distributed(self.kvstore):
             dist.worker_batch(self.batch_size, workers, len(self.contexts))
         elif self.batch_size < len(self.contexts):
             raise ArgumentError(f"batch_size {self.batch_size} is smaller than the {len(self.contexts)} devices "
                                 "it is split across (the batch size is global)", "batch_size")
         return self
+
+
+    def _validate_extras(self):
+        if self.lr_schedule not in SCHEDULES:
+            raise ArgumentError(f"unknown lr_schedule {self.lr_schedule!r}.{did_you_mean(self.lr_schedule, SCHEDULES)}"
+                                f" Known: {', '.join(SCHEDULES)}", "lr_schedule")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ArgumentError(f"warmup_epochs must be >= 0 and shorter than the run ({self.epochs} epochs), "
+                                f"got {self.warmup_epochs:g}", "warmup_epochs")
+        if self.warmup_lr < 0:
+            raise ArgumentError(f"warmup_lr must be >= 0, got {self.warmup_lr:g}", "warmup_lr")
+        if not 0 <= self.label_smoothing < 1:
+            raise ArgumentError(f"label_smoothing must be in [0, 1), got {self.label_smoothing:g}", "label_smoothing")
+        for name in ("mixup", "cutmix", "cutout", "grad_clip"):
+            if getattr(self, name) < 0:
+                raise ArgumentError(f"{name} must be >= 0 (0 is off), got {getattr(self, name):g}", name)
+        if not 0 < self.mix_prob <= 1:
+            raise ArgumentError(f"mix_prob must be in (0, 1], got {self.mix_prob:g}", "mix_prob")
+        if not (self.ema == 0 or 0 < self.ema < 1):
+            raise ArgumentError(f"ema must be a decay in (0, 1) like 0.999 (0 is off), got {self.ema:g}", "ema")
+        asynchronous = self.kvstore == "dist_async"
+        if asynchronous and (self.lr_schedule != "step" or self.warmup_epochs or self.grad_clip or self.ema):
+            raise ArgumentError("dist_async runs the optimizer and its step schedule on the servers: lr_schedule "
+                                "other than step, warmup_epochs, grad_clip and ema need dist_sync", "kvstore")
+        if self.grad_clip and precision.uses_loss_scaling(self.dtype):
+            raise ArgumentError("grad_clip cannot measure float16's scaled gradients; use float32 or bfloat16",
+                                "grad_clip")
 
 
 def _positive(name, value, kind=int):

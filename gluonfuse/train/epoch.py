@@ -35,6 +35,7 @@ class Training:
     training_pass: "TrainingPass"
     evaluators: list  # tested after every epoch; the first is the network itself
     eval_net: object  # the network as evaluated: ``net`` itself, or a copy (see step.evaluation_copy)
+    ema: object = None  # gluonfuse.train.ema.WeightAverage (``--ema``), evaluated as 'ema'
 
     @property
     def asynchronous(self):
@@ -68,6 +69,8 @@ class Training:
         self.team.average_running_stats(self.net)
         if self.eval_net is not self.net:
             copy_parameters(self.net, self.eval_net, self.contexts[0])
+        if self.ema is not None:
+            self.ema.copy_to(self.ema.eval_net)
 
     def _log_worker(self, epoch, batches, log):
         begin, end = self.plan.train_part
@@ -89,29 +92,38 @@ class PassLog:
 class TrainingPass:
     """Training passes of ``step`` over batches of a dataset with ``classes`` classes.
 
-    ``transform(data, label) -> (data, label)`` rewrites each batch (lists, one entry per device)
-    before the step; ``reduce`` turns this process's metric totals into the job's (see
-    :meth:`gluonfuse.train.metrics.Meter.result`); ``source`` names the data in errors.
+    ``transform(data, label) -> (data, targets, label)`` rewrites each batch (lists, one entry per
+    device) before the step: the loss sees ``targets`` (e.g. mixup's soft ones), the training error
+    ``label`` (e.g. the dominant one, see :mod:`gluonfuse.train.regularize`); ``reduce`` turns this process's metric totals into the job's (see
+    :meth:`gluonfuse.train.metrics.Meter.result`); ``source`` names the data in errors;
+    ``after_step()`` runs after every update (the weights' moving average).
     """
 
-    def __init__(self, step, classes, report=None, transform=None, reduce=None, source="train.rec"):
+    def __init__(self, step, classes, report=None, transform=None, reduce=None, source="train.rec", after_step=None):
         self.step, self.classes = step, classes
         self.report = report or PassLog()
         self.transform, self.reduce, self.source = transform, reduce, source
+        self.after_step = after_step
+        self.on_iteration = None  # on_iteration(epoch, iteration, loss, lr), one batch late (TensorBoard)
 
     def __call__(self, epoch, batches, lr=None):
         """One pass over ``batches``; ``lr(iteration)`` sets each iteration's learning rate (None:
         leave the trainer's). Returns (metrics, seconds, images per second)."""
         meter, bar = None, _Progress(epoch, getattr(batches, "steps", None), self.report)
         try:
+            rates = []
             for nbatch, batch in enumerate(batches):
                 if lr is not None:
                     self._set_lr(lr(nbatch))
+                rates = (rates + [self.step.trainer.learning_rate])[-2:]
                 outs, label, valid = self._step(batch, nbatch)
                 if meter is None:
                     meter = Meter(self.classes, len(outs[0]), member_names(self.step.net, len(outs[0])))
                 meter.add([sample_stats(o, y) for o, y in zip(outs, label)], valid)
-                bar.batch(valid, self._read(meter.flush, epoch, nbatch, keep_last=1), meter, self.classes > 5)
+                last = self._read(meter.flush, epoch, nbatch, keep_last=1)
+                bar.batch(valid, last, meter, self.classes > 5)
+                if self.on_iteration is not None and last is not None:
+                    self.on_iteration(epoch, nbatch - 1, last[0], rates[0])
             if meter is None:
                 raise DataError(f"{self.source}: no training records")
             result = self._read(meter.result, epoch, bar.batches - 1, self.reduce)
@@ -125,9 +137,12 @@ class TrainingPass:
             raise DataError(f"{self.source}: a label {label_max:g} in batch {nbatch} is outside "
                             f"0..{self.classes - 1}")
         data, label = split(batch, self.step.contexts)
+        targets = label
         if self.transform is not None:
-            data, label = self.transform(data, label)
-        outs = self.step(data, label, batch.data[0].shape[0])
+            data, targets, label = self.transform(data, label)
+        outs = self.step(data, targets, batch.data[0].shape[0])
+        if self.after_step is not None:
+            self.after_step()
         return outs, label, batch.data[0].shape[0] - batch.pad
 
     def _set_lr(self, value):
@@ -252,6 +267,8 @@ def epoch_lines(result):
     lines += [f"Epoch[{e}] Validation-member-{m['name']}-accuracy={1 - m['error']:.6f}" for m in test["members"]]
     lines += [f"Epoch[{e}] Validation-{ev.label.replace(' ', '-')}-accuracy={1 - r['error']:.6f}"
               for ev, r in result.sub_networks()]
+    if "ema" in result.tests:
+        lines.append(f"Epoch[{e}] Validation-EMA-accuracy={1 - result.tests['ema']['error']:.6f}")
     return lines
 
 
@@ -266,4 +283,6 @@ def summary_line(result, epochs):
         line += "  members " + " ".join(f"{m['name']}:{100 * m['error']:.1f}%" for m in test["members"])
     for ev, r in result.sub_networks():
         line += f"  {ev.label}: {100 * r['error']:.2f}%"
+    if "ema" in result.tests:
+        line += f"  EMA test error {100 * result.tests['ema']['error']:.2f}%"
     return line + f"  {result.speed:.0f} img/s"

@@ -9,7 +9,7 @@ rows of the epochs its checkpoint holds. Another output (a TensorBoard log) is o
 import os
 
 from gluonfuse.train.metrics import fmt_error
-from gluonfuse.train.rundir import MEMBER_COLUMNS, METRIC_COLUMNS, read_csv_rows, write_csv_rows, write_status
+from gluonfuse.train.rundir import EMA_COLUMNS, MEMBER_COLUMNS, METRIC_COLUMNS, read_csv_rows, write_csv_rows, write_status
 
 
 def update_best(best, result):
@@ -33,12 +33,12 @@ class _CsvFile:
 
 
 class MetricsFile(_CsvFile):
-    """metrics.csv: the epoch's learning rate, training and test numbers and speed."""
+    """metrics.csv: the epoch's learning rate, training and test numbers and speed (and, with
+    ``ema``, the moving average's test numbers in three more columns)."""
 
-    columns = METRIC_COLUMNS
-
-    def __init__(self, run_dir, start):
+    def __init__(self, run_dir, start, ema=False):
         super().__init__(run_dir, "metrics.csv", start)
+        self.columns = METRIC_COLUMNS + (EMA_COLUMNS if ema else [])
 
     def record(self, result, best):
         train, test = result.train, result.test
@@ -47,6 +47,10 @@ class MetricsFile(_CsvFile):
                           "test_loss": f"{test['loss']:.6f}", "test_error": fmt_error(test["error"]),
                           "test_top5_error": fmt_error(test["top5_error"]), "images_per_sec": f"{result.speed:.1f}",
                           "seconds": f"{result.seconds:.2f}"})
+        if "ema" in result.tests:
+            ema = result.tests["ema"]
+            self.rows[-1].update(ema_test_loss=f"{ema['loss']:.6f}", ema_test_error=fmt_error(ema["error"]),
+                                 ema_test_top5_error=fmt_error(ema["top5_error"]))
         self.write()
 
 
@@ -73,14 +77,15 @@ class Checkpoints:
     """checkpoints/: every epoch (the last ``keep``) and the best one, with the optimizer state unless
     it cannot be read (``states=False``: dist_async keeps it on the servers)."""
 
-    def __init__(self, store, net, trainer, states=True):
-        self.store, self.net, self.trainer, self.states = store, net, trainer, states
+    def __init__(self, store, net, trainer, states=True, ema=None):
+        self.store, self.net, self.trainer, self.states, self.ema = store, net, trainer, states, ema
 
     def record(self, result, best):
         if best["epoch"] == result.done:  # a new best
             self.store.save_best(result.done, self.net, {"test": result.test})
+        extras = {"ema": self.ema.save} if self.ema is not None else {}
         self.store.save(result.done, self.net, self.trainer, {"best": best, "lr": result.lr, "test": result.test},
-                        states=self.states)
+                        states=self.states, extras=extras)
 
 
 class StatusFile:
@@ -118,9 +123,28 @@ class Curves:
             fig.suptitle(os.path.basename(os.path.abspath(self.run_dir)))
 
 
+class TensorBoard:
+    """TensorBoard event files (``--tensorboard``): per epoch here, per iteration through the training
+    pass's ``on_iteration``."""
+
+    def __init__(self, run_dir, training):
+        from gluonfuse.train.tensorboard import TensorBoardLog
+
+        config = training.plan.config
+        self.log = TensorBoardLog(config.tensorboard or os.path.join(run_dir, "tb"), config.histogram_every)
+        self.net, steps = training.net, training.plan.steps
+        training.training_pass.on_iteration = lambda epoch, i, loss, lr: self.log.iteration(epoch * steps + i, loss, lr)
+
+    def record(self, result, best):
+        self.log.record(result, best, net=self.net)
+
+
 def make_recorders(run_dir, store, training, start):
     """The recorders of a run resumed after epoch ``start`` (0: a new run), in the order they write."""
-    metrics = MetricsFile(run_dir, start)
-    return [metrics, MembersFile(run_dir, start),
-            Checkpoints(store, training.net, training.trainer, states=not training.asynchronous),
-            StatusFile(run_dir), Curves(run_dir, metrics)]
+    metrics = MetricsFile(run_dir, start, ema=training.ema is not None)
+    recorders = [metrics, MembersFile(run_dir, start),
+                 Checkpoints(store, training.net, training.trainer, states=not training.asynchronous, ema=training.ema),
+                 StatusFile(run_dir), Curves(run_dir, metrics)]
+    if training.plan.config.tensorboard is not None:
+        recorders.append(TensorBoard(run_dir, training))
+    return recorders

@@ -31,10 +31,13 @@ from gluonfuse.io import atomic_path, read_json, write_json
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_error", "train_top5_error", "test_loss", "test_error",
                   "test_top5_error", "images_per_sec", "seconds"]
+# appended to METRIC_COLUMNS by runs with --ema: the moving average of the weights, tested
+EMA_COLUMNS = ["ema_test_loss", "ema_test_error", "ema_test_top5_error"]
 MEMBER_COLUMNS = ["epoch", "member", "name", "test_loss", "test_error", "test_top5_error"]
 # checked by a strict read: what statistics over runs rely on
 REQUIRED_COLUMNS = ("epoch", "train_error", "test_error")
-ERROR_COLUMNS = ("train_error", "train_top5_error", "test_error", "test_top5_error")
+ERROR_COLUMNS = ("train_error", "train_top5_error", "test_error", "test_top5_error", "ema_test_error",
+                 "ema_test_top5_error")
 
 
 def run_base_name(network, spec, dataset):

@@ -152,6 +152,8 @@ class Session:
         if latest is None:
             return best
         info = store.load(latest[0], training.net, training.trainer, self.contexts, states=not training.asynchronous)
+        if training.ema is not None and store.extra_path(latest[0], "ema"):
+            training.ema.load(store.extra_path(latest[0], "ema"))
         self.console.both(f"Resumed {self.run_dir} after epoch {latest[0]} of {self.plan.config.epochs}")
         if training.asynchronous:
             self.console.file("dist_async keeps the optimizer state on the servers, where it cannot be saved: "
@@ -226,11 +228,21 @@ def export_run(run_dir, config, facts):
     paths = {}
     for which in ("best", "last"):
         net = run.build_network(which, ctx=mx.cpu())
+        weights = "raw"
+        if which == "last" and _ema_is_better(run):
+            net.load_parameters(CheckpointStore(run_dir).extra_path(run.final["epoch"], "ema"), ctx=mx.cpu())
+            weights = "ema"
         paths[which] = export_model(net, os.path.join(run_dir, "export"), name=which,
-                                    input_shape=list(facts.input_shape), extra=extra)
+                                    input_shape=list(facts.input_shape), extra=dict(extra, weights=weights))
         if config.dtype != "float32":
             precision.check_float32_export(paths[which]["symbol"], paths[which]["params"])
     return paths
+
+
+def _ema_is_better(run):
+    """Whether the last epoch's moving average (``--ema``) tested better than the raw weights."""
+    ema = run.final.get("ema_test_error") if run.metrics else None
+    return ema not in (None, "") and float(ema) < float(run.final["test_error"])
 
 
 # ---------------------------------------------------------------- console and signals

@@ -109,14 +109,16 @@ class Step:
     summed over the job, so the update divides by the global batch. ``loss``: ``loss(outputs,
     label)`` per device (default :func:`cross_entropy_loss`). With AMP's loss scaler on the trainer
     (``--dtype float16``) the loss is scaled dynamically. Returns the per-device outputs (lists, one
-    entry per network output) for the metrics.
+    entry per network output) for the metrics. ``grad_clip``: the largest global norm of the update
+    gradient (:func:`gluonfuse.train.regularize.clip_global_norm`; the trainer must update on the
+    workers, ``update_on_kvstore=False``).
     """
 
-    def __init__(self, net, trainer, contexts, num_workers=1, loss=None):
+    def __init__(self, net, trainer, contexts, num_workers=1, loss=None, grad_clip=None):
         import mxnet as mx
 
         self.net, self.trainer, self.contexts = net, trainer, contexts
-        self.num_workers = num_workers
+        self.num_workers, self.grad_clip = num_workers, grad_clip
         self.loss = loss or cross_entropy_loss()
         self.autograd = mx.autograd
         kv = trainer._kvstore_params["kvstore"]
@@ -135,8 +137,18 @@ class Step:
             self.autograd.backward(losses)
         if not self._settled:
             self._settle(batch_size * self.num_workers)
-        self.trainer.step(batch_size * self.num_workers)
+        if self.grad_clip:
+            self._clipped_update(batch_size * self.num_workers)
+        else:
+            self.trainer.step(batch_size * self.num_workers)
         return outs
+
+    def _clipped_update(self, batch_size):
+        from gluonfuse.train.regularize import clip_global_norm
+
+        self.trainer.allreduce_grads()  # every device (and worker) now holds the job's sums
+        clip_global_norm(self.net.collect_params().values(), self.grad_clip, self.trainer._scale / batch_size)
+        self.trainer.update(batch_size)
 
     def _settle(self, batch_size):
         """Set up a distributed kvstore completely before the first update.
