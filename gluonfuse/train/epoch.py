@@ -14,6 +14,7 @@ import functools
 import time
 from typing import Callable, Optional
 
+from gluonfuse import faults
 from gluonfuse.errors import DataError, NonFiniteLossError
 from gluonfuse.train import dist
 from gluonfuse.train.checkpoint import epoch_seed, seed_everything
@@ -105,6 +106,7 @@ class TrainingPass:
         meter, bar = None, _Progress(epoch, getattr(batches, "steps", None), self.report)
         try:
             for nbatch, batch in enumerate(batches):
+                faults.point("batch", f"{self.source} epoch {epoch} batch {nbatch}")
                 if lr is not None:
                     self._set_lr(lr(nbatch))
                 outs, label, valid = self._step(batch, nbatch)
