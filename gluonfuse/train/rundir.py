@@ -59,7 +59,9 @@ def create_run_dir(out_dir, base):
             n += 1
 
 
-_STATUS_LOCK = threading.Lock()  # the heartbeat thread and the run both update status.json
+# the heartbeat thread and the run both update status.json; reentrant, because a signal handler
+# (SIGTERM in a distributed job) records the stop while the main thread may be inside a write
+_STATUS_LOCK = threading.RLock()
 
 
 def write_status(run_dir, **fields):
