@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from gluonfuse import __version__
+from gluonfuse import __version__, faults
 from gluonfuse.errors import GluonfuseError
 from gluonfuse.io import atomic_path, write_json
 
@@ -101,6 +101,7 @@ def export_model(net, out_dir, name=None, epoch=0, input_shape=None, extra=None)
         with open(staged_symbol, "w") as f:
             f.write(text)
         for key in ("symbol", "params"):
+            faults.point("write", paths[key])
             os.replace(os.path.join(staging, os.path.basename(paths[key])), paths[key])
     finally:
         shutil.rmtree(staging, ignore_errors=True)

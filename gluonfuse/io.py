@@ -7,6 +7,8 @@ import json
 import os
 import tempfile
 
+from gluonfuse import faults
+
 
 def _umask():
     mask = os.umask(0)
@@ -29,6 +31,7 @@ def atomic_path(path):
         yield tmp
         if os.path.isfile(tmp):
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        faults.point("write", path)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

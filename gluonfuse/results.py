@@ -25,6 +25,7 @@ import os
 from gluonfuse.errors import DataError, did_you_mean
 from gluonfuse.io import saved_figure
 from gluonfuse.train.config import TrainConfig
+from gluonfuse.train import liveness
 from gluonfuse.train.rundir import Run, load_run  # the one reader of run directories (no mxnet import)
 
 RUN_FILES = ("config.json", "metrics.csv", "status.json")
@@ -76,11 +77,25 @@ def _unfinished_reason(run):
                     f"{len(run.metrics)} rows")
         return None
     if state == "running":
-        return f"unfinished (running, epoch {status.get('epoch', '?')} of {status.get('epochs', '?')})"
+        # a process killed without a word leaves "running": say "died" when it is gone
+        return (f"unfinished ({liveness.describe(status)}, epoch {status.get('epoch', '?')} of "
+                f"{status.get('epochs', '?')})")
     if state == "failed":
         message = status.get("message")
         return "failed" + (f": {message}" if message else "")
     return f"corrupt: status.json has state {state!r} (expected running, finished or failed)"
+
+
+def _not_yet_finished(path):
+    """Why a run that fails the strict read is unfinished (running, died, failed: e.g. before its
+    first epoch, no metrics.csv yet), or None when its status does not explain it."""
+    try:
+        run = load_run(path)
+    except DataError:
+        return None
+    if not isinstance(run.status, dict) or run.state not in ("running", "failed"):
+        return None
+    return _unfinished_reason(run)
 
 
 def scan_runs(root):
@@ -100,7 +115,7 @@ def scan_runs(root):
         try:
             run = load_run(path, strict=True)
         except DataError as exc:
-            skipped.append((path, f"corrupt: {exc}"))
+            skipped.append((path, _not_yet_finished(path) or f"corrupt: {exc}"))
             continue
         reason = _unfinished_reason(run)
         if reason:

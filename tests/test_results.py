@@ -276,3 +276,21 @@ def test_results_end_to_end(runs):
     assert "Skipped 7 run directories" in proc.stderr
     help_proc = run_gluonfuse("results", "--help")
     assert help_proc.returncode == 0 and "median (mean ± std, best)" in help_proc.stdout
+
+
+def test_a_run_whose_process_died_is_reported_died_even_before_its_first_epoch(tmp_path):
+    import socket
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # a pid that is gone
+    root = tmp_path / "runs"
+    for name in ("early", "later"):
+        run = make_run(root, name, [0.5], state="running", epochs=3)
+        status = json.loads((run / "status.json").read_text())
+        status.update(pid=child.pid, host=socket.gethostname(), pid_start=None)
+        (run / "status.json").write_text(json.dumps(status))
+    (root / "early" / "metrics.csv").unlink()  # killed during its first epoch
+    _, skipped = res.scan_runs(str(root))
+    reasons = {p.rsplit("/", 1)[1]: r for p, r in skipped}
+    died = f"unfinished (died (process {child.pid} on {socket.gethostname()} is gone), epoch 1 of 3)"
+    assert reasons == {"early": died, "later": died}

@@ -139,7 +139,9 @@ def _floats(text, name):
 @click.option("--log-interval", type=int, default=None,
               help=f"Log a batch line every N batches (default {option_default('log_interval')}).")
 @click.option("--resume", default=None, metavar="RUN_DIR",
-              help="Continue RUN_DIR from its last checkpoint (only --epochs, --gpus/--cpus and --quiet apply).")
+              help="Continue RUN_DIR from its newest intact checkpoint (damaged ones are named and skipped); "
+                   "a run whose process died is taken over, a live one refused. Only --epochs, "
+                   "--gpus/--cpus and --quiet apply.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; log lines only.")
 def train_cmd(network, model_kwargs, devices, resume, quiet, **options):
     """Train a network on a prepared dataset; write a run directory under runs/.

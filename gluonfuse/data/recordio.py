@@ -28,6 +28,7 @@ import struct
 
 import numpy as np
 
+from gluonfuse import faults
 from gluonfuse.errors import DataError
 from gluonfuse.io import atomic_path, text_lines
 
@@ -111,6 +112,7 @@ class RecordWriter:
     def write(self, key, payload):
         """Write one record under ``key`` (an int); returns its byte offset."""
         offset = self.offset
+        faults.point("record")
         data = frame(payload)
         self._rec.write(data)
         if self._idx is not None:

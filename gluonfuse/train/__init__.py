@@ -10,7 +10,8 @@
   schedule.py    the learning rate per (epoch, iteration)
   data.py        ImageRecordIter pipelines over a prepared dataset directory (exact zero padding)
   metrics.py     exact loss / top-1 / top-5 over the real records, per ensemble member
-  checkpoint.py  atomic checkpoints, per-epoch reseeding for exact resumption
+  checkpoint.py  atomic checkpoints with checksums, per-epoch reseeding for exact resumption
+  liveness.py    pid, host and heartbeat in status.json: is a "running" run alive, or did it die?
   dist.py        distributed jobs: the team of workers, shards, reductions, failure handling
   precision.py   float16 / bfloat16 mixed precision
   rundir.py      the run directory contract and its one reader, load_run()

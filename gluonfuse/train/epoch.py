@@ -14,6 +14,7 @@ import functools
 import time
 from typing import Callable, Optional
 
+from gluonfuse import faults
 from gluonfuse.errors import DataError, NonFiniteLossError
 from gluonfuse.train import dist
 from gluonfuse.train.checkpoint import epoch_seed, seed_everything
@@ -113,6 +114,7 @@ class TrainingPass:
         try:
             rates = []
             for nbatch, batch in enumerate(batches):
+                faults.point("batch", f"{self.source} epoch {epoch} batch {nbatch}")
                 if lr is not None:
                     self._set_lr(lr(nbatch))
                 rates = (rates + [self.step.trainer.learning_rate])[-2:]

@@ -11,7 +11,9 @@ for networks without depth and widen factor) holds::
     members.csv         test numbers of sub-networks evaluated on their own, per epoch: ensemble's
                         8 members, FractalNet's deepest column (name column<C>)
     log.txt             the authors' log line format
-    status.json         state running|finished|failed, epoch, epochs, best epoch and error, message
+    status.json         state running|finished|failed, epoch, epochs, best epoch and error, message;
+                        pid, host, pid_start, started and heartbeat of the process that runs it
+                        (gluonfuse.train.liveness tells a dead "running" run: died or stale)
     curves.png          loss and error curves
     checkpoints/        see gluonfuse.train.checkpoint
     export/             best-* and last-* symbol, params and metadata (gluonfuse.export)
@@ -25,6 +27,7 @@ the file and line. Reading never imports mxnet (``results`` runs without it).
 import csv
 import math
 import os
+import threading
 
 from gluonfuse.errors import DataError
 from gluonfuse.io import atomic_path, read_json, write_json
@@ -59,11 +62,18 @@ def create_run_dir(out_dir, base):
             n += 1
 
 
+# the heartbeat thread and the run both update status.json; reentrant, because a signal handler
+# (SIGTERM in a distributed job) records the stop while the main thread may be inside a write
+_STATUS_LOCK = threading.RLock()
+
+
 def write_status(run_dir, **fields):
+    """Update ``fields`` of ``run_dir``'s status.json (read, change, write atomically)."""
     path = os.path.join(run_dir, "status.json")
-    status = read_json(path, "run status") if os.path.isfile(path) else {}
-    status.update(fields)
-    write_json(path, status)
+    with _STATUS_LOCK:
+        status = read_json(path, "run status") if os.path.isfile(path) else {}
+        status.update(fields)
+        write_json(path, status)
     return status
 
 
@@ -128,9 +138,10 @@ class Run:
         import mxnet as mx
 
         from gluonfuse.models import get_model
+        from gluonfuse.train.checkpoint import load_parameters
 
         net = get_model(self.config["network"], **self.config["model_kwargs"])
-        net.load_parameters(self.params_path(which), ctx=ctx or mx.cpu())
+        load_parameters(net, self.params_path(which), ctx or mx.cpu())
         return net
 
 

@@ -9,15 +9,16 @@ weights. SIGTERM (and in a job SIGINT), Ctrl-C, errors and a non-finite loss are
 ``status.json`` before the run stops. Only rank 0 writes the run directory; rank r > 0 logs to
 ``worker-<r>.log``.
 """
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import threading
 
-from gluonfuse.errors import ArgumentError, NonFiniteLossError
+from gluonfuse.errors import ArgumentError, DataError, NonFiniteLossError
 from gluonfuse.io import write_json
-from gluonfuse.train import dist, precision
+from gluonfuse.train import dist, liveness, precision
 from gluonfuse.train.build import build_training
 from gluonfuse.train.checkpoint import CheckpointStore
 from gluonfuse.train.config import TrainConfig, make_contexts
@@ -39,6 +40,8 @@ def train(config=None, resume=None, quiet=False, echo=print, overrides=None):
     raises (:func:`gluonfuse.train.dist.leave`): a normal exit waits forever for dead peers.
     """
     config = _starting_config(config, resume, overrides)
+    if resume is not None:
+        _check_not_running(resume, echo)
     config.validate(dist.job_size(config.kvstore))
     precision.check_support(config.dtype)
     contexts = make_contexts(config.contexts)
@@ -69,6 +72,20 @@ def _starting_config(config, resume, overrides):
         if value is not None:
             setattr(config, key, value)
     return config
+
+
+def _check_not_running(run_dir, echo):
+    """Refuse to resume a run whose process is alive; say so when taking over one that died.
+
+    Every worker of a distributed job checks before it joins the job, so before rank 0 records
+    itself as the run's new process."""
+    status = load_run(run_dir).status
+    state = liveness.state_of(status)
+    if state == "running" and "pid" in status:
+        raise DataError(f"{run_dir} is being trained by process {status['pid']} on {status.get('host')}; "
+                        "stop it first (or wait for it to finish) before --resume")
+    if state in ("died", "stale"):
+        echo(f"{run_dir}: the run's process {liveness.describe(status, state)}; taking the run over")
 
 
 def join_team(kvstore):
@@ -123,7 +140,7 @@ class Session:
         """Build, resume, train every remaining epoch, export; returns train()'s result."""
         config = self.plan.config
         store = CheckpointStore(self.run_dir, keep=config.keep_checkpoints)
-        latest = store.latest() if self.resuming else None
+        latest = self._newest_intact(store) if self.resuming else None
         start = latest[0] if latest is not None else 0
         training = build_training(self.plan, self.team, self.contexts, start,
                                   PassLog(self.console.file, config.log_interval, config.epochs, self.console.quiet))
@@ -131,20 +148,45 @@ class Session:
         self._announce(start, best)
         recorders = make_recorders(self.run_dir, store, training, start) if self.team.lead else []
         try:
-            for epoch in range(start, config.epochs):
-                result = training.run_epoch(epoch, log=self.console.file)
-                for line in epoch_lines(result):
-                    self.console.file(line)
-                best = update_best(best, result)
-                for recorder in recorders:
-                    recorder.record(result, best)
-                self.console.echo(summary_line(result, config.epochs))
+            with self._heartbeat():
+                best = self._epochs(training, start, best, recorders)
         except NonFiniteLossError as exc:
             raise self._failed(f"{exc}; training stopped. {_last_good(store)}") from None
         except BaseException as exc:
             self._stopped(exc)
             raise
         return self._finish(best, recorders)
+
+    def _epochs(self, training, start, best, recorders):
+        """Train epochs ``start``.. to the end, each recorded; returns the best epoch."""
+        config = self.plan.config
+        for epoch in range(start, config.epochs):
+            result = training.run_epoch(epoch, log=self.console.file)
+            for line in epoch_lines(result):
+                self.console.file(line)
+            best = update_best(best, result)
+            for recorder in recorders:
+                recorder.record(result, best)
+            self.console.echo(summary_line(result, config.epochs))
+        return best
+
+    def _heartbeat(self):
+        """Rank 0 renews status.json's heartbeat while the epochs run (gluonfuse.train.liveness)."""
+        if not self.team.lead:
+            return contextlib.nullcontext()
+        return liveness.Heartbeat(lambda **fields: write_status(self.run_dir, **fields))
+
+    def _newest_intact(self, store):
+        """The newest checkpoint that verifies, naming each damaged one skipped (and a damaged best)."""
+        latest, problems = store.newest_intact()
+        fallback = f"resuming from epoch {latest[0]}" if latest else "starting again from epoch 0"
+        for problem in problems:
+            self.console.both(f"{problem}; {fallback}")
+        best_problem = store.verify("best") if os.path.isfile(os.path.join(store.dir, "best.json")) else None
+        if best_problem:
+            self.console.both(f"{best_problem}: the best checkpoint is kept as it is (not exported, not "
+                              "used by eval) until a later epoch beats it")
+        return latest
 
     def _resume(self, store, training, latest):
         """Load the latest checkpoint (when resuming); returns the best epoch so far."""
@@ -175,7 +217,8 @@ class Session:
                          f"{plan.steps} steps per epoch")
         if team.lead:
             write_status(self.run_dir, state="running", epoch=start, epochs=plan.config.epochs,
-                         best_epoch=best["epoch"], best_test_error=best["test_error"], message="")
+                         best_epoch=best["epoch"], best_test_error=best["test_error"], message="",
+                         **liveness.owner())
 
     def _failed(self, message):
         """The run stops on a non-finite loss: recorded, and the error to raise."""
@@ -198,7 +241,7 @@ class Session:
             self.console.file("finished")
             return {"run_dir": run_dir, "best_epoch": None, "best_test_error": None, "last": {}, "export": None}
         rows = next(r for r in recorders if isinstance(r, MetricsFile)).rows
-        paths = export_run(run_dir, self.plan.config, self.plan.facts)
+        paths = export_run(run_dir, self.plan.config, self.plan.facts, notice=self.console.both)
         write_status(run_dir, state="finished", epoch=self.plan.config.epochs, best_epoch=best["epoch"],
                      best_test_error=best["test_error"], message="finished")
         self.console.both(f"Finished: best test error {100 * (best['test_error'] or 0):.2f}% at epoch "
@@ -214,8 +257,10 @@ def _last_good(store):
             "data, then start again (or resume).")
 
 
-def export_run(run_dir, config, facts):
-    """Export the run's best and last weights into ``RUN/export`` (symbol, params, metadata)."""
+def export_run(run_dir, config, facts, notice=print):
+    """Export the run's best and last weights into ``RUN/export`` (symbol, params, metadata).
+
+    A damaged best checkpoint is not exported (``notice`` says which file); the last one is."""
     import mxnet as mx
 
     from gluonfuse.export import export_model
@@ -227,7 +272,13 @@ def export_run(run_dir, config, facts):
         extra["trained_dtype"] = config.dtype  # the export itself is float32
     paths = {}
     for which in ("best", "last"):
-        net = run.build_network(which, ctx=mx.cpu())
+        try:
+            net = run.build_network(which, ctx=mx.cpu())
+        except DataError as exc:
+            if which != "best":
+                raise
+            notice(f"{exc}; the best weights are not exported")
+            continue
         weights = "raw"
         if which == "last" and _ema_is_better(run):
             net.load_parameters(CheckpointStore(run_dir).extra_path(run.final["epoch"], "ema"), ctx=mx.cpu())
