@@ -2,7 +2,7 @@
 
 Importing gluonfuse sizes mxnet's OpenMP pool to every visible core *before* mxnet is imported:
 mxnet 1.9.1 otherwise assumes hyper-threading and uses half the vCPUs, which on a 2-core machine
-halves training speed (SPEC section 5). A value the user set is left alone.
+halves training speed (docs/mxnet-notes.md#openmp-threads). A value the user set is left alone.
 """
 import os
 

@@ -2,7 +2,7 @@
 
 ``launch_local`` runs every process on this machine bound to 127.0.0.1. MXNet's bundled
 ``tools/launch.py`` would pick a non-loopback address, and ps-lite also needs ``DMLC_NODE_HOST``, or
-it binds another interface (SPEC 5). A scheduler or server is a Python process that imports mxnet with
+it binds another interface (docs/mxnet-notes.md#ps-lite-on-loopback). A scheduler or server is a Python process that imports mxnet with
 ``DMLC_ROLE`` set: mxnet then serves the kvstore and exits when the workers finish.
 
 The launcher watches its children: when any process fails (non-zero exit, or a server/scheduler that
@@ -104,7 +104,7 @@ def launch_local(command, num_workers, num_servers=1, port=None, threads_per_wor
 
     import gluonfuse
 
-    # importing gluonfuse gave this process every core; the job shares them (SPEC 5), unless the
+    # importing gluonfuse gave this process every core; the job shares them (docs/mxnet-notes.md#openmp-threads), unless the
     # user chose a thread count
     user_threads = "OMP_NUM_THREADS" in (extra_env or {}) or (
         "OMP_NUM_THREADS" in os.environ and not gluonfuse.THREADS_CHOSEN_BY_GLUONFUSE)

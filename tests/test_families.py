@@ -12,7 +12,7 @@ from gluonfuse.models import count_params, get_entry, get_model, get_spec, list_
 
 FAMILIES = ("fractalnet", "ror3", "ror3_wrn", "preresnet", "wrn")
 PRESETS = [n for n in list_models(kind="preset") if get_entry(n).family in FAMILIES]
-# SPEC states no count for these two; the figures in notes/README-families.md are pinned here
+# no paper states a count for these two; docs/anchors.md#computed-counts lists the figures pinned here
 COMPUTED = {"preresnet1001": 10_327_706, "ror3_wrn40_4": 8_995_290}
 
 
@@ -30,7 +30,7 @@ def test_preset_parameter_count_equals_spec(name):
         assert not entry.anchors
         assert count_params(get_model(name)) == COMPUTED[name]
         return
-    assert entry.anchors, f"{name} has no SPEC anchor"
+    assert entry.anchors, f"{name} has no anchor (docs/anchors.md#anchor-table)"
     for kwargs, count in entry.anchors:
         assert count_params(get_model(name, **kwargs)) == count, kwargs
 

@@ -1,4 +1,4 @@
-"""Every registered network, through one parametrised test; plus SPEC's anchors and bad arguments.
+"""Every registered network, through one parametrised test; plus the parameter anchors (docs/anchors.md) and bad arguments.
 
 A network registered anywhere is tested here the moment it exists: forward shape, hybridized equals
 imperative, a finite gradient for every trainable parameter, deterministic parameter names, export ->

@@ -148,7 +148,7 @@ def test_pure_global_passes_are_all_global():
 
 
 def explicit_fractal(net, x, masks=None):
-    """FractalNet's forward written out from SPEC 2 with the net's own units (an independent oracle).
+    """FractalNet's forward written out from docs/networks.md#fractal-wiring with the net's own units (an independent oracle).
 
     ``masks``: keep masks per join in ``join_columns`` order (None: plain means).
     """
@@ -301,7 +301,7 @@ def test_stochastic_depth_survival_rates(network, depth):
 
 
 def explicit_ror(net, x, gates):
-    """RoR-3 written out from SPEC 3 with the net's own units; ``gates`` per gated block."""
+    """RoR-3 written out from docs/networks.md#ror-levels with the net's own units; ``gates`` per gated block."""
     gates = iter(gates)
     x = net.stem(x)
     root = net.root(x)

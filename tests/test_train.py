@@ -264,7 +264,7 @@ def test_help_lists_each_recipes_default_as_the_run_gets_it(cli, option):
         for r in [recipe] if recipe else list(RECIPES):
             assert getattr(resolve_config("cross", dataset, recipe=r), option) == _help_value(text), (dataset, r)
     if option == "epochs":
-        assert ("svhn", "fusion", "40") in departures  # SPEC 1.6
+        assert ("svhn", "fusion", "40") in departures  # docs/recipes.md#dataset-departures
     shown = " ".join(cli("train", "--help").output.split())
     assert " ".join(param.help.split()) in shown
 

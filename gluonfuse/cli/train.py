@@ -70,7 +70,7 @@ def _floats(text, name):
 @click.option("--data-dir", default=None, help="Prepared dataset directory (default data/DATASET). "
                                                "'digits' is prepared there on the fly when missing.")
 @click.option("--recipe", default=None,
-              help=f"Training recipe: {', '.join(RECIPES)} (default {DEFAULT_RECIPE}, SPEC 1.6). The defaults "
+              help=f"Training recipe: {', '.join(RECIPES)} (default {DEFAULT_RECIPE}, docs/recipes.md). The defaults "
                    "of the options below are the recipe's, per --recipe in [brackets], then per --dataset.")
 @click.option("--epochs", type=int, default=None, help=f"Epochs {recipe_help('epochs')}.")
 @click.option("--batch-size", type=int, default=None,
@@ -146,7 +146,7 @@ def _floats(text, name):
 def train_cmd(network, model_kwargs, devices, resume, quiet, **options):
     """Train a network on a prepared dataset; write a run directory under runs/.
 
-    Defaults come from the recipe (--recipe; the default, fusion, is the authors' recipe of SPEC
+    Defaults come from the recipe (--recipe; the default, fusion, is the authors' recipe, docs/recipes.md
     1.6) and the dataset: each option lists its default per recipe. --batch-size is the global
     batch: with --gpus 0,1 each GPU gets half. Example:
 

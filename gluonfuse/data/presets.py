@@ -1,4 +1,4 @@
-"""Normalisation presets of the datasets the papers use (SPEC 1.6), on the 0..255 pixel scale, RGB.
+"""Normalisation presets of the datasets the papers use (docs/recipes.md#normalisation), on the 0..255 pixel scale, RGB.
 
 The trainer uses these for the named datasets and a prepared dataset's ``meta.json`` (its own measured
 mean/std) for any other. ``gluonfuse data prepare`` measures the same statistics (over every pixel of the

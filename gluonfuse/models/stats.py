@@ -3,7 +3,7 @@ import numpy as np
 
 
 def _trainable(params):
-    # SPEC convention: weights, BN gamma/beta, Dense weight+bias; not BN running mean/var
+    # docs/anchors.md#counting-rule: weights, BN gamma/beta, Dense weight+bias; not BN running mean/var
     return [p for p in params.values() if p.grad_req != "null"]
 
 

@@ -1,6 +1,6 @@
 """Training and evaluation: ``gluonfuse train``, ``eval`` and ``predict`` as library functions.
 
-  config.py      what the user chooses: recipes (SPEC 1.6, 2-4), per-dataset defaults, TrainConfig, devices
+  config.py      what the user chooses: recipes (docs/recipes.md), per-dataset defaults, TrainConfig, devices
   plan.py        what the dataset and the job decide: DataFacts, RunPlan (shards, batches, steps)
   session.py     train(): a run from start to finish (run directory, log, signals, status, export)
   build.py       from config and plan to the loop's parts: network, trainer, loss, schedule, evaluators

@@ -53,7 +53,7 @@ def build_training(plan, team, contexts, start=0, report=None):
 
 
 def make_network(network, model_kwargs, contexts):
-    """The network, initialised (SPEC 1.6) on ``contexts`` and hybridized with static memory."""
+    """The network, initialised (docs/recipes.md#initialisation) on ``contexts`` and hybridized with static memory."""
     from gluonfuse.models import get_model
 
     net = initialize(get_model(network, **model_kwargs), contexts)
@@ -99,7 +99,7 @@ def make_ema(config, net, model_kwargs, contexts):
 
 def make_evaluators(net, eval_net):
     """The network (as ``eval_net``) and, for FractalNet, its deepest column alone with the same
-    weights (SPEC 2)."""
+    weights (docs/networks.md#deepest-column)."""
     evaluators = [Evaluator("test", eval_net)]
     if has_columns(net) and net.spec.columns > 1:
         deepest = net.spec.columns

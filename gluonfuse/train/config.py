@@ -1,10 +1,10 @@
-"""Training configuration: the recipes of SPEC 1.6 and 2-4, per-dataset defaults, and one resolved config.
+"""Training configuration: the recipes of docs/recipes.md, per-dataset defaults, and one resolved config.
 
 A *recipe* is a row of data (optimizer, lr, schedule, epochs, batch, weight decay, augmentation); the
 default, ``fusion``, is the authors' CIFAR/SVHN recipe of the deeply-fused nets (zlmzju/fusenet
 ``train_model.py``): NAG, momentum 0.9, weight decay 1e-4 on every parameter, lr 0.1 divided by 10 at
 1/2, 3/4 and 7/8 of the epochs, batch 64, 400 epochs. The other families' recipes (``--recipe``) come
-from SPEC 2-4. Every value can be overridden; :func:`resolve_config` merges recipe, dataset defaults
+from the papers (docs/recipes.md#recipe-table). Every value can be overridden; :func:`resolve_config` merges recipe, dataset defaults
 and the user's overrides into one :class:`TrainConfig`; ``config.json`` stores it together with what
 the dataset decided (:mod:`gluonfuse.train.plan`).
 
@@ -48,17 +48,17 @@ class Recipe:
 
 
 RECIPES: Dict[str, Recipe] = {r.name: r for r in [
-    Recipe("fusion", "SPEC 1.6, zlmzju/fusenet train_model.py", "nag", 0.1, 0.1, ("1/2", "3/4", "7/8"),
+    Recipe("fusion", "docs/recipes.md#fusion, zlmzju/fusenet train_model.py", "nag", 0.1, 0.1, ("1/2", "3/4", "7/8"),
            400, 64, 1e-4),
-    # SPEC 2 names no weight decay for FractalNet; lr / 10 each time the remaining epochs halve
-    Recipe("fractal", "SPEC 2, Larsson et al. 2017", "sgd", 0.02, 0.1, ("1/2", "3/4", "7/8", "15/16"),
+    # the FractalNet paper names no weight decay (docs/recipes.md#fractal); lr / 10 each time the remaining epochs halve
+    Recipe("fractal", "docs/recipes.md#fractal, Larsson et al. 2017", "sgd", 0.02, 0.1, ("1/2", "3/4", "7/8", "15/16"),
            400, 100, 0.0),
-    Recipe("ror", "SPEC 3, Zhang et al. 2016", "sgd", 0.1, 0.1, ("1/2", "3/4"), 500, 128, 1e-4),
-    Recipe("preact", "SPEC 4, He et al. 2016 (epochs 81, 122 of 164)", "nag", 0.1, 0.1,
+    Recipe("ror", "docs/recipes.md#ror, Zhang et al. 2016", "sgd", 0.1, 0.1, ("1/2", "3/4"), 500, 128, 1e-4),
+    Recipe("preact", "docs/recipes.md#preact, He et al. 2016 (epochs 81, 122 of 164)", "nag", 0.1, 0.1,
            ("81/164", "122/164"), 164, 128, 1e-4),
-    Recipe("wrn", "SPEC 4, Zagoruyko & Komodakis 2016", "nag", 0.1, 0.2, ("60/200", "120/200", "160/200"),
+    Recipe("wrn", "docs/recipes.md#wrn, Zagoruyko & Komodakis 2016", "nag", 0.1, 0.2, ("60/200", "120/200", "160/200"),
            200, 128, 5e-4),
-    Recipe("wrn_svhn", "SPEC 4, WRN on SVHN", "nag", 0.01, 0.1, ("80/160", "120/160"), 160, 128, 5e-4,
+    Recipe("wrn_svhn", "docs/recipes.md#wrn_svhn, WRN on SVHN", "nag", 0.01, 0.1, ("80/160", "120/160"), 160, 128, 5e-4,
            aug_type=0, model_defaults=(("dropout", 0.4),)),
 ]}
 DEFAULT_RECIPE = "fusion"
@@ -66,7 +66,7 @@ DEFAULT_RECIPE = "fusion"
 RECIPE_OPTIONS = ("optimizer", "lr", "lr_factor", "lr_steps", "epochs", "batch_size", "wd", "momentum", "aug_type")
 
 # Per-dataset departures from a recipe. SVHN: no augmentation (all recipes), 40 epochs for the
-# fusion recipe (SPEC 1.6). Digits must not be mirrored; the embedded `digits` set is a demo, so
+# fusion recipe (docs/recipes.md#dataset-departures). Digits must not be mirrored; the embedded `digits` set is a demo, so
 # it defaults to a run of seconds rather than the 400 epochs of CIFAR.
 DATASET_DEFAULTS = {
     "svhn": {"aug_type": 0},

@@ -4,7 +4,7 @@ The directory is the one ``gluonfuse data prepare`` writes (``train.rec``/``.idx
 ``meta.json``). The C++ iterator decodes, mirrors and normalises (``(x - mean) / std`` per channel,
 0..255 scale) in its own threads with prefetch.
 
-Augmentation types (SPEC 1.6):
+Augmentation types (docs/recipes.md#augmentation):
   * 0 - none;
   * 1 ("+") - pad 4, random 32x32 crop, random mirror. The padding must be the mean colour, i.e.
     exactly 0 after normalising. ImageRecordIter's ``fill_value`` is one grey level for all three
@@ -81,7 +81,7 @@ def _three(values, what, source):
 
 
 def normalisation(dataset, meta, meta_path="meta.json"):
-    """Per-channel (mean, std) on the 0..255 scale: SPEC's preset for the dataset, else meta.json's."""
+    """Per-channel (mean, std) on the 0..255 scale: the dataset's preset (docs/recipes.md#normalisation), else meta.json's."""
     preset = _preset(dataset)
     if preset is not None:
         return _three(preset["mean"], "mean", "presets"), _three(preset["std"], "std", "presets")
@@ -123,7 +123,7 @@ def record_iter(rec_path, batch_size, input_shape, mean, std, aug_type=0, shuffl
                             "record, which needs the index (gluonfuse data prepare and im2rec write it)")
         kwargs.update(num_parts=num_parts, part_index=part_index)
     if aug_type == 2:
-        # SPEC 1.6 "++": images stored with short side 480 -> random scale to 256..480
+        # "++" (docs/recipes.md#augmentation): images stored with short side 480 -> random scale to 256..480
         kwargs.update(rand_crop=True, rand_mirror=True, min_random_scale=256 / 480, max_random_scale=1.0,
                       max_aspect_ratio=0.25, random_h=36, random_s=50, random_l=50, inter_method=9)
     else:
@@ -142,7 +142,7 @@ def record_iter(rec_path, batch_size, input_shape, mean, std, aug_type=0, shuffl
 class PadCrop:
     """Wrap a normalised batch iterator: zero-pad by ``pad`` and crop back at a random offset per image.
 
-    Zero is the mean colour after normalisation (SPEC 1.6 "+"). Yields ``mx.io.DataBatch`` with
+    Zero is the mean colour after normalisation ("+", docs/recipes.md#augmentation). Yields ``mx.io.DataBatch`` with
     the same ``pad`` field as the wrapped iterator.
     """
 

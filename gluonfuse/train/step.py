@@ -5,7 +5,7 @@ each device runs the hybridized network (static memory) under ``autograd.record`
 ``gluon.Trainer`` aggregates the gradients through the kvstore and applies the optimizer.
 The benchmarks in tools/ train with these same pieces.
 
-Initialisation (SPEC 1.6): Dense weights Xavier(uniform, 'in', 1), every other weight
+Initialisation (docs/recipes.md#initialisation): Dense weights Xavier(uniform, 'in', 1), every other weight
 Xavier(gaussian, 'in', 2), BatchNorm gamma 1 and beta 0, biases 0. Weight decay applies to every
 trainable parameter (weights, biases, gamma, beta), as in the authors' ``Nesterov`` optimizer.
 
@@ -19,7 +19,7 @@ from gluonfuse.train.metrics import as_outputs
 
 
 def initialize(net, contexts):
-    """SPEC 1.6's mixed Xavier initialisation on ``contexts``."""
+    """The recipes' mixed Xavier initialisation (docs/recipes.md#initialisation) on ``contexts``."""
     import mxnet as mx
     from mxnet.gluon import nn
 
