@@ -64,8 +64,14 @@ def table(rows, steps, title):
 def mxnet_ops(args):
     import mxnet as mx
 
+    import tempfile
+
     c = contender(args)
-    mx.profiler.set_config(profile_imperative=True, profile_symbolic=True, aggregate_stats=True)
+    # the profiler would write its trace to profile.json in the working directory; only the
+    # aggregate table is used, so the trace goes to a temporary directory that is removed
+    trace_dir = tempfile.TemporaryDirectory()
+    mx.profiler.set_config(profile_imperative=True, profile_symbolic=True, aggregate_stats=True,
+                           filename=os.path.join(trace_dir.name, "profile.json"))
     mx.profiler.set_state("run")
     for _ in range(args.steps):
         c.train_step()
@@ -74,6 +80,7 @@ def mxnet_ops(args):
     import json
 
     stats = json.loads(mx.profiler.dumps(reset=True, format="json"))["Time"].get("operator", {})
+    trace_dir.cleanup()
     table([(op, s["Count"], s["Total"]) for op, s in stats.items()], args.steps, "mxnet operators")
 
 
