@@ -56,15 +56,13 @@ import math
 import os
 import random
 import time
-import warnings
 
 import mxnet as mx
-from mxnet.gluon import nn
 
 from gluonfuse.errors import DataError
 from gluonfuse.io import saved_figure
 from gluonfuse.models import get_entry
-from gluonfuse.models.fusion import DeepShallowBlock, InceptionLikeBlock, MergeRunBlock, ResidualBlock
+from gluonfuse.models.views import Branch, BranchView, hybridized  # noqa: F401 - this module's API
 
 # family -> the analysis it gets
 KINDS = {"fuse3": "members", "fuse6": "members", "ensemble": "members", "fractalnet": "columns",
@@ -83,190 +81,21 @@ def analysis_kind(network):
     return KINDS[family]
 
 
-# ---------------------------------------------------------------- path polynomials
-#
-# A polynomial is a Counter {length: number of paths}. Counts are exact Python integers.
-
-def _shift(poly, layers):
-    return collections.Counter({length + layers: n for length, n in poly.items()})
-
-
-def _plus(*polys):
-    total = collections.Counter()
-    for p in polys:
-        total.update(p)
-    return total
-
-
-# ---------------------------------------------------------------- fusion blocks, branch by branch
-#
-# A block's removable branches (``BRANCHES``) and its forward pass with some of them removed
-# (``forward_without``) are the block's own (gluonfuse.models.fusion); here each block class gets
-# its path polynomial with the same branches removed.
-
-def _layers(block, attr):
-    """Conv layers of a path: 0 for an identity (None), else the units of the (sequential) block."""
-    part = getattr(block, attr)
-    if part is None:
-        return 0
-    return len(part) if isinstance(part, nn.HybridSequential) else 1
-
-
-def _residual_paths(block, polys, removed):
-    (p,) = polys
-    out = _shift(p, _layers(block, "short"))
-    if "residual" not in removed:
-        out = _plus(out, _shift(p, _layers(block, "two")))
-    return (out,)
-
-
-def _inception_like_paths(block, polys, removed):
-    (p,) = polys
-    terms = [_shift(p, _layers(block, f"two_{s}")) for s in block.BRANCHES if s not in removed]
-    if block.identity:
-        terms.append(_shift(p, _layers(block, "short")))
-    return (_plus(*terms),)
-
-
-def _merge_run_paths(block, polys, removed):
-    pa, pb = polys
-    m = _plus(_shift(pa, _layers(block, "short_a")), _shift(pb, _layers(block, "short_b")))
-    da = collections.Counter() if "a" in removed else _shift(pa, _layers(block, "two_a"))
-    db = collections.Counter() if "b" in removed else _shift(pb, _layers(block, "two_b"))
-    if block.last:
-        return (_plus(m, da, db),)
-    return _plus(m, da), _plus(m, db)
-
-
-def _deep_shallow_paths(block, polys, removed):
-    (p,) = polys
-    return (_plus(*[_shift(p, _layers(block, side)) for side in block.BRANCHES if side not in removed]),)
-
-
-_PATHS = {ResidualBlock: _residual_paths, InceptionLikeBlock: _inception_like_paths,
-          MergeRunBlock: _merge_run_paths, DeepShallowBlock: _deep_shallow_paths}
-
-
-@dataclasses.dataclass(frozen=True, order=True)
-class Branch:
-    """A removable branch: block ``block`` (0-based, as in parameter names) of stage ``stage`` (1-based)."""
-
-    stage: int
-    block: int
-    name: str
-    single: bool = dataclasses.field(default=False, compare=False)  # the block's only branch
-
-    @property
-    def label(self):
-        """``g2.b1.a``, or ``g2.b1`` for a block with one branch (resnet); parameter-name order."""
-        where = f"g{self.stage}.b{self.block}"
-        return where if self.single else f"{where}.{self.name}"
-
-
-def fusion_blocks(net):
-    """``[(stage, index, block), ...]`` of a CIFAR FusionNet, input to output."""
-    out = []
-    for s, stage in enumerate(net.stages, start=1):
-        for j in range(len(stage)):
-            block = stage[j]
-            if type(block) not in _PATHS:
-                raise ValueError(f"block g{s}.b{j} is a {type(block).__name__}, which has no branches to analyse")
-            out.append((s, j, block))
-    return out
-
+# ---------------------------------------------------------------- the nets' own views
 
 def branches(net):
-    """Every removable branch of a FusionNet, in depth order."""
-    return [Branch(s, j, name, single=len(block.BRANCHES) == 1)
-            for s, j, block in fusion_blocks(net) for name in block.BRANCHES]
-
-
-def _removed_at(removed):
-    by_block = collections.defaultdict(set)
-    for b in removed:
-        by_block[(b.stage, b.block)].add(b.name)
-    return by_block
+    """Every removable branch of ``net``, in depth order (gluonfuse.models.views)."""
+    return net.branches()
 
 
 def fusion_paths(net, removed=()):
-    """Path-length polynomial (Counter {length: paths}) of a FusionNet with ``removed`` branches out."""
-    by_block = _removed_at(removed)
-    p = collections.Counter({1: 1})  # the stem convolution
-    state = (p, p) if net.spec.network == "cross" else (p,)
-    for s, j, block in fusion_blocks(net):
-        state = _PATHS[type(block)](block, state, by_block.get((s, j), set()))
-    return _shift(state[0], 1)  # the Dense layer
+    """Path-length polynomial (Counter {length: paths}) of ``net`` with ``removed`` branches out."""
+    return net.path_lengths(removed)
 
 
 def fractal_paths(net):
     """Path-length polynomial of a FractalNet (or one of its columns): convolutions only."""
-    total = collections.Counter({0: 1})
-    for block in net.fractal_blocks:
-        columns, y = {}, None
-        for row in block.schedule:
-            if not row:
-                continue
-            y = _plus(*[_shift(columns.get(c, collections.Counter({0: 1})), 1) for c in row])
-            for c in row:
-                columns[c] = y
-        total = _product(total, y)  # consecutive blocks: every path of one continues into every path of the next
-    return total
-
-
-def _product(p, q):
-    out = collections.Counter()
-    for a, m in p.items():
-        for b, n in q.items():
-            out[a + b] += m * n
-    return out
-
-
-class BranchView(nn.HybridBlock):
-    """A trained FusionNet with some branches removed, computing with the net's own Parameters.
-
-    The net is the view's only child, so ``view.collect_params()`` holds the very Parameter objects
-    of the net (no copy). With nothing removed the view computes what the net computes, operation
-    for operation. :meth:`trace` returns the state after every block (tests, debugging).
-    """
-
-    def __init__(self, net, removed=(), **kwargs):
-        kwargs.setdefault("prefix", "view_")
-        super().__init__(**kwargs)
-        self.net = net  # registered child: shares the net's Parameters
-        self.removed = frozenset(removed)
-        self._by_block = _removed_at(self.removed)
-        if not any(fusion_paths(net, self.removed).values()):
-            raise ValueError("removing " + ", ".join(b.label for b in sorted(self.removed))
-                             + " disconnects the network (a block is left with no path)")
-
-    def _states(self, F, x):
-        net = self.net
-        x = net.stem(x)
-        state = (x, x) if net.spec.network == "cross" else (x,)
-        states = []
-        for s, j, block in fusion_blocks(net):
-            state = block.forward_without(F, state, self._by_block.get((s, j), set()))
-            states.append(state)
-        return states
-
-    def forward(self, x, *args):
-        with warnings.catch_warnings():
-            # the graph leaves the removed branches' parameters unused, on purpose
-            warnings.filterwarnings("ignore", message=r".*is not used by any computation")
-            return super().forward(x, *args)
-
-    def trace(self, x):
-        """The state (a tuple: one tensor, two for the streams of cross) after every block."""
-        return self._states(mx.nd, x)
-
-    def hybrid_forward(self, F, x):
-        return self.net.head(self._states(F, x)[-1][0])
-
-
-def hybridized(view):
-    """``view`` hybridized (static memory); parameters of removed branches are unused on purpose."""
-    view.hybridize(static_alloc=True, static_shape=True)
-    return view
+    return net.path_lengths()
 
 
 # ---------------------------------------------------------------- components
@@ -295,12 +124,9 @@ def _poly_stats(poly):
 
 def member_components(net):
     """fuse3/fuse6/ensemble: the full net and its 2^k single-path members (``L``/``R`` per block)."""
-    blocks = fusion_blocks(net)
     comps = [Component("full", "full", *_poly_stats(fusion_paths(net)), build=lambda: net)]
-    for letters in itertools.product("LR", repeat=len(blocks)):
-        removed = frozenset(Branch(s, j, "right" if c == "L" else "left")
-                            for (s, j, _), c in zip(blocks, letters))
-        comps.append(Component("".join(letters), "member", *_poly_stats(fusion_paths(net, removed)),
+    for name, removed in net.members():
+        comps.append(Component(name, "member", *_poly_stats(fusion_paths(net, removed)),
                                removed=tuple(b.label for b in sorted(removed)),
                                build=lambda r=removed: hybridized(BranchView(net, r))))
     return comps
@@ -363,15 +189,12 @@ def lesion_sets(net, max_lesions=0, draws=DEFAULT_DRAWS, seed=0):
 def lesion_components(net, max_lesions=0, draws=DEFAULT_DRAWS, seed=0):
     """resnet/cross/half/side: the full net, each branch removed alone, then random lesions."""
     comps = [Component("full", "full", *_poly_stats(fusion_paths(net)), build=lambda: net)]
-    positions = {}
-    for s, j, _ in fusion_blocks(net):
-        positions[(s, j)] = len(positions) + 1
     for b in branches(net):
         removed = frozenset([b])
         if not _valid(net, removed):
             continue
         comps.append(Component(f"without {b.label}", "single", *_poly_stats(fusion_paths(net, removed)),
-                               removed=(b.label,), position=positions[(b.stage, b.block)],
+                               removed=(b.label,), position=b.position,
                                build=lambda r=removed: hybridized(BranchView(net, r))))
     for k, d, removed in lesion_sets(net, max_lesions, draws, seed):
         comps.append(Component(f"random k={k} #{d}", "random", *_poly_stats(fusion_paths(net, removed)),
