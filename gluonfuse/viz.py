@@ -374,8 +374,10 @@ def _tag_outputs(net, nodes, output_reps):
     """Name the outputs of a multi-output net (the ensemble's members) on their last boxes."""
     if len(output_reps) < 2:
         return
-    members = getattr(net, "MEMBERS", None)
-    names = [f"member {m}" for m in members] if members and len(members) == len(output_reps) else [
+    from gluonfuse.models.views import get_views
+
+    members = get_views(net).output_names()
+    names = [f"member {m}" for m in members] if len(members) == len(output_reps) else [
         f"output {k + 1}" for k in range(len(output_reps))]
     by_key = {n.key: n for n in nodes}
     for name, reps in zip(names, output_reps):

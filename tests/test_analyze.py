@@ -71,17 +71,20 @@ def _z(*lengths):
     ("ensemble", {"depth": 11}), ("fractalnet", {}), ("fractalnet", {"columns": 4, "blocks": 2, "widths": [8, 8]}),
 ])
 def test_longest_path_is_the_networks_own(network, kwargs):
-    from gluonfuse.analyze import analysis_kind, path_distribution
+    from gluonfuse.analysis.paths import path_distribution
     from gluonfuse.models import get_model
 
     net = get_model(network, **kwargs)
-    dist = path_distribution(net, analysis_kind(network))
+    dist = path_distribution(net)
     assert max(length for length, _ in dist) == net.spec.describe()["longest_path"]
     assert all(n > 0 for _, n in dist)
 
 
+def fusion_paths(net, removed=()):
+    return net.path_lengths(removed)
+
+
 def test_path_counts_of_the_fusion_families():
-    from gluonfuse.analyze import fusion_paths
     from gluonfuse.models import get_model
 
     # resnet 14: blocks [2, 2, 2]; identity blocks add 0 or 2 layers, the two projection blocks 1 or 2
@@ -104,7 +107,6 @@ def test_path_counts_of_the_fusion_families():
 
 
 def test_fractal_paths_follow_the_recursive_rule():
-    from gluonfuse.analyze import fractal_paths
     from gluonfuse.models import get_model
 
     f = _z(1)  # f_1 = conv; f_{C+1} = join(f_C o f_C, conv)
@@ -116,12 +118,12 @@ def test_fractal_paths_follow_the_recursive_rule():
     for _ in range(5):  # consecutive blocks
         expected = np.convolve(expected, f)
     net = get_model("fractalnet", columns=3)
-    np.testing.assert_array_equal(_coeffs(fractal_paths(net)), expected)
-    assert fractal_paths(net.column_net(2)) == {10: 1}
+    np.testing.assert_array_equal(_coeffs(net.path_lengths()), expected)
+    assert net.column_net(2).path_lengths() == {10: 1}
 
 
 def test_member_depths_are_the_ensembles():
-    from gluonfuse.analyze import member_components
+    from gluonfuse.analysis.components import member_components
     from gluonfuse.models import get_model
 
     net = get_model("ensemble", depth=11)
@@ -133,7 +135,7 @@ def test_member_depths_are_the_ensembles():
 
 
 def test_random_lesions_are_seeded_distinct_and_keep_blocks_connected():
-    from gluonfuse.analyze import branches, fusion_paths, lesion_sets
+    from gluonfuse.analysis.components import lesion_sets
     from gluonfuse.models import get_model
 
     side = get_model("side", depth=26)  # 6 blocks, no shortcut: one branch of each must stay
@@ -150,7 +152,7 @@ def test_random_lesions_are_seeded_distinct_and_keep_blocks_connected():
     with pytest.raises(ValueError, match="keeps every block"):
         lesion_sets(side, max_lesions=7, draws=2)
     resnet = get_model("resnet", depth=14)
-    assert len(branches(resnet)) == 6
+    assert len(resnet.branches()) == 6
     # only C(6, 6) = 1 set of six: taken once, not drawn three times
     assert [k for k, _, _ in lesion_sets(resnet, max_lesions=6, draws=3)].count(6) == 1
     with pytest.raises(ValueError, match="exceeds the 6 removable branches"):
@@ -180,7 +182,8 @@ def _explicit_shallow_path(params, x):
 
 
 def test_fuse3_members_are_the_single_path_networks(tiny_run):
-    from gluonfuse.analyze import analyze_run, member_components
+    from gluonfuse.analysis import analyze_run
+    from gluonfuse.analysis.components import member_components
     from gluonfuse.models import get_model
     from gluonfuse.train.rundir import load_run
 
@@ -220,7 +223,8 @@ def test_fuse3_members_are_the_single_path_networks(tiny_run):
 
 
 def test_fractal_columns_are_column_nets(tiny_run):
-    from gluonfuse.analyze import analyze_run, column_components
+    from gluonfuse.analysis import analyze_run
+    from gluonfuse.analysis.components import column_components
     from gluonfuse.models import get_model
     from gluonfuse.train.rundir import load_run
 
@@ -239,12 +243,12 @@ def test_fractal_columns_are_column_nets(tiny_run):
     rows = {r["name"]: r for r in analysis["components"]}
     assert rows[deepest["name"]]["error"] == pytest.approx(deepest["test_error"], abs=1e-6)
     assert [rows["column1"]["depth"], rows["column2"]["depth"], rows["full"]["depth"]] == [2, 4, 4]
-    with pytest.raises(ValueError, match="single FractalNet column"):
+    with pytest.raises(ValueError, match="has no columns to evaluate apart"):
         column_components(net.column_net(1))
 
 
 def test_resnet_lesions_remove_exactly_one_branch(tiny_run):
-    from gluonfuse.analyze import BranchView, branches
+    from gluonfuse.models.views import BranchView
     from gluonfuse.train.rundir import load_run
 
     net = load_run(tiny_run("resnet", depth=14)).build_network("best")
@@ -252,7 +256,7 @@ def test_resnet_lesions_remove_exactly_one_branch(tiny_run):
     nothing = BranchView(net)
     _close(nothing(x), net(x))
     full = nothing.trace(x)
-    for i, branch in enumerate(branches(net)):
+    for i, branch in enumerate(net.branches()):
         states = BranchView(net, [branch]).trace(x)
         for j, (state, ref) in enumerate(zip(states, full)):
             same = np.array_equal(state[0].asnumpy(), ref[0].asnumpy())
@@ -263,7 +267,7 @@ def test_resnet_lesions_remove_exactly_one_branch(tiny_run):
 
 
 def test_cross_lesion_removes_one_streams_residual(tiny_run):
-    from gluonfuse.analyze import BranchView, Branch
+    from gluonfuse.models.views import Branch, BranchView
     from gluonfuse.train.rundir import load_run
 
     net = load_run(tiny_run("cross", depth=14)).build_network("best")
@@ -288,7 +292,7 @@ def _random_statistics(net):
 
 
 def test_half_without_both_branches_is_its_shortcut():
-    from gluonfuse.analyze import BranchView, Branch
+    from gluonfuse.models.views import Branch, BranchView
     from gluonfuse.models import get_model
 
     net = _random_statistics(get_model("half", depth=26))
@@ -302,7 +306,7 @@ def test_half_without_both_branches_is_its_shortcut():
 
 
 def test_members_of_an_ensemble_network_are_its_own_outputs():
-    from gluonfuse.analyze import member_components
+    from gluonfuse.analysis.components import member_components
     from gluonfuse.models import get_model
 
     net = _random_statistics(get_model("ensemble", depth=11))
@@ -314,7 +318,7 @@ def test_members_of_an_ensemble_network_are_its_own_outputs():
 
 
 def test_side_refuses_a_block_without_branches():
-    from gluonfuse.analyze import BranchView, Branch
+    from gluonfuse.models.views import Branch, BranchView
     from gluonfuse.models import get_model
 
     with pytest.raises(ValueError, match="disconnects"):
@@ -349,6 +353,48 @@ def test_analyze_command_end_to_end(cli, tiny_run, tmp_path):
     assert "| without g3.b1 | single | 12 | 32 | g3.b1 |" in md
     csv_lines = cli("analyze", run_dir, "-q", "--format", "csv").output.splitlines()
     assert len(csv_lines) == 1 + 7 and csv_lines[1].startswith("full,full,14,64,0,,")
+
+
+@pytest.mark.parametrize("network,kwargs", [
+    ("preresnet", {"depth": 8}),
+    ("wrn", {"depth": 10, "widen_factor": 1}),
+    ("ror3", {"depth": 14, "stochastic_depth": 0.5}),
+    pytest.param("ror3_wrn", {"depth": 10, "widen_factor": 1}, marks=pytest.mark.slow),
+    pytest.param("resnet_imagenet", {"units": [1, 2, 2, 1]}, marks=pytest.mark.slow),
+    pytest.param("cross_imagenet", {"units": [1, 2, 1, 1]}, marks=pytest.mark.slow),
+])
+def test_analyze_covers_the_families_with_branches(cli, tiny_run, tmp_path, network, kwargs):
+    from gluonfuse.models import get_model
+    from gluonfuse.train.rundir import load_run
+
+    run_dir = tiny_run(network, **kwargs)
+    out = tmp_path / "out"
+    result = cli("analyze", run_dir, "--max-lesions", "2", "--draws", "1", "--format", "json", "-q", "--out", out)
+    assert result.exit_code == 0, result.output
+    analysis = json.loads(result.stdout)
+    net = get_model(network, **kwargs)
+    rows = analysis["components"]
+    assert analysis["kind"] == "lesion" and (out / "analysis.png").stat().st_size > 0
+    # the full row is the trainer's own number for these weights
+    assert rows[0]["error"] == pytest.approx(load_run(run_dir).status["best_test_error"], abs=1e-9)
+    singles = [r for r in rows if r["kind"] == "single"]
+    assert [r["removed"] for r in singles] == [[b.label] for b in net.branches()]
+    assert [b["label"] for b in analysis["branches"]] == [b.label for b in net.branches()]
+    lengths = {p["length"]: p["paths"] for p in analysis["path_lengths"]}
+    assert lengths == net.path_lengths() and max(lengths) == net.spec.describe()["longest_path"]
+    for r, b in zip(singles, net.branches()):
+        poly = net.path_lengths([b])
+        assert (r["depth"], r["paths"], r["position"]) == (max(poly), sum(poly.values()), b.position)
+    assert [r["kind"] for r in rows[1 + len(singles):]] == ["random", "random"]
+    table = cli("analyze", run_dir, "-q").output
+    assert "Removing one branch: mean error" in table
+    if network.startswith("ror3"):
+        assert [r["removed"][0] for r in singles][-2:] == ["g3.mid", "root"]
+        assert "Removing one level shortcut: g1.mid " in table and ", root " in table
+    if kwargs.get("stochastic_depth"):
+        assert [b["survival"] for b in analysis["branches"] if b["kind"] == "residual"] == net.spec.survivals()
+        assert "Stochastic depth: every residual a component keeps is scaled by its survival probability " \
+               "(0.75 down to 0.50)" in table
 
 
 def test_bad_runs_and_unsupported_networks_say_so(cli, tmp_path, tiny_run):

@@ -66,9 +66,9 @@ def test_results_and_analyze_share_the_helper():
 
     assert results.saved_figure is gio.saved_figure
     pytest.importorskip("mxnet")
-    from gluonfuse import analyze
+    from gluonfuse.analysis import report
 
-    assert analyze.saved_figure is gio.saved_figure
+    assert report.saved_figure is gio.saved_figure
 
 
 def test_importing_io_does_not_load_matplotlib():

@@ -36,9 +36,13 @@ def analyze(run_dir, which, data, devices, batch_size, fmt, plot, out_dir, max_l
     \b
     fuse3, fuse6, ensemble    the single-path members (fuse3: LLL .. RRR; L = shallow, R = deep path)
     fractalnet                every column alone
-    resnet, cross, half, side the lesion study: each residual branch removed alone (cross: one
-                              stream's residual, da or db), and with --max-lesions K, k = 1..K
-                              branches removed at random
+    resnet, cross, half, side the lesion study: each removable branch removed alone, and with
+    preresnet, wrn            --max-lesions K, k = 1..K branches removed at random. A branch is a
+    resnet_imagenet           residual (its shortcut stays), one stream's residual (cross,
+    cross_imagenet            cross_imagenet: da or db), one of half/side's two branches, or a RoR
+    ror3, ror3_wrn            mid or root shortcut (its term leaves the sum)
+
+    Networks without any (plain, a single FractalNet column) are refused (exit status 2).
 
     The table gives each component's depth (longest path), number of paths, error and loss, and
     says whether the deepest component is the strongest; then the distribution of path lengths.
@@ -48,7 +52,7 @@ def analyze(run_dir, which, data, devices, batch_size, fmt, plot, out_dir, max_l
       gluonfuse analyze runs/fuse3_d110_w1_cifar10_1 --plot fuse3.png
       gluonfuse analyze runs/cross_d110_w1_cifar10_1 --max-lesions 10 --gpus 0 --out analysis/
     """
-    from gluonfuse import analyze as lib
+    from gluonfuse import analysis as lib
     from gluonfuse.io import plot_format
     from gluonfuse.train.config import make_contexts
 

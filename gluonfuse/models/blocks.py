@@ -6,6 +6,8 @@ prefixes the families give (parameter names are API: saved weights must always l
 """
 from mxnet.gluon import nn
 
+from gluonfuse.models.views import StagedBlock, plus, shift
+
 # The authors' BatchNorm: momentum 0.9, eps 2e-5, learnable gamma and beta (SPEC 1.1).
 BN_MOMENTUM = 0.9
 BN_EPS = 2e-5
@@ -106,14 +108,44 @@ class Chain(nn.HybridBlock):
         return state[0] if len(state) == 1 else tuple(state)
 
 
-class PreActBlock(nn.HybridBlock):
-    """Pre-activation basic block (He et al. 2016; WRN): BN-ReLU-conv3x3-BN-ReLU-[Dropout]-conv3x3 + shortcut.
+class PreActResidual(StagedBlock, nn.HybridBlock):
+    """A pre-activation residual block: shortcut + residual, no ReLU after the add (SPEC 4).
 
-    The shortcut is the identity, or a 1x1 conv (stride ``stride``, no BN) when the width or the
-    resolution changes; a projecting shortcut takes the pre-activated input, computed once for both
-    paths (SPEC 4). No ReLU after the add. :meth:`parts` returns ``(shortcut, residual)`` for nets
-    that add more terms (RoR) or gate the residual (stochastic depth).
+    The shortcut is the identity, or a 1x1 conv (stride, no BN) when the width or the resolution
+    changes; a projecting shortcut takes the pre-activated input, computed once for both paths.
+    :meth:`parts` returns ``(shortcut, residual)`` for nets that add more terms (RoR) or gate the
+    residual (stochastic depth); removing the residual (Veit et al.'s lesion) leaves the shortcut,
+    a projection with its pre-activation. A subclass builds ``bn1`` and ``proj`` and computes
+    :meth:`residual` from the pre-activated input; ``LAYERS`` convolutions are on its path.
     """
+
+    BRANCHES = ("residual",)
+    LAYERS = 2
+
+    def residual(self, F, pre):
+        raise NotImplementedError
+
+    def parts(self, F, x, residual=True):
+        """``(shortcut, residual)``; the residual is None when ``residual`` is False."""
+        pre = relu(F, self.bn1(x)) if residual or self.proj is not None else None
+        short = self.proj(pre) if self.proj is not None else x
+        return short, self.residual(F, pre) if residual else None
+
+    def forward_without(self, F, state, removed=()):
+        short, residual = self.parts(F, state[0], residual="residual" not in removed)
+        return (short if residual is None else short + residual,)
+
+    def paths(self, polys, removed=()):
+        (p,) = polys
+        short = shift(p, 1 if self.proj is not None else 0)
+        return (short if "residual" in removed else plus(short, shift(p, self.LAYERS)),)
+
+    def hybrid_forward(self, F, x):
+        return self.forward_without(F, (x,))[0]
+
+
+class PreActBlock(PreActResidual):
+    """Pre-activation basic block (He et al. 2016; WRN): BN-ReLU-conv3x3-BN-ReLU-[Dropout]-conv3x3 + shortcut."""
 
     def __init__(self, in_channels, channels, stride=1, dropout=0.0, **kwargs):
         super().__init__(**kwargs)
@@ -126,17 +158,11 @@ class PreActBlock(nn.HybridBlock):
             self.proj = (projection(in_channels, channels, stride)
                          if in_channels != channels or stride != 1 else None)
 
-    def parts(self, F, x):
-        pre = relu(F, self.bn1(x))
-        short = self.proj(pre) if self.proj is not None else x
+    def residual(self, F, pre):
         y = relu(F, self.bn2(self.conv1(pre)))
         if self.dropout:
             y = F.Dropout(y, p=self.dropout)
-        return short, self.conv2(y)
-
-    def hybrid_forward(self, F, x):
-        short, residual = self.parts(F, x)
-        return short + residual
+        return self.conv2(y)
 
 
 def conv3x3(in_channels, channels, stride, prefix):

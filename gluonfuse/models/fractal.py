@@ -54,6 +54,7 @@ from gluonfuse.models.blocks import ClassifierHead, ConvUnit, DropPathJoin, Mean
 from gluonfuse.models.blocks import train_event, uniform_one_hot
 from gluonfuse.models.registry import register_family, register_preset
 from gluonfuse.models.rules import check_positive_int, check_rate
+from gluonfuse.models.views import Views, one_path, plus, shift
 
 MAX_BLOCKS = 5  # a 32x32 input halves to 1x1 after five pools
 
@@ -221,17 +222,31 @@ class FractalBlock(nn.HybridBlock):
                 state[c] = y
         return y, masks
 
+    def paths(self, poly):
+        """The paths through the block of every path in ``poly``: one layer per conv, joins sum."""
+        state, y = {}, poly
+        for row in self.schedule:
+            if row:
+                y = plus(*[shift(state.get(c, poly), 1) for c in row])
+                state.update((c, y) for c in row)
+        return y
+
     def hybrid_forward(self, F, x, ctrl=None):
         return self.run(F, x, ctrl)[0]
 
 
-class FractalNet(nn.HybridBlock):
+class FractalNet(Views, nn.HybridBlock):
     """FractalNet for 32x32 input: B fractal blocks, each followed by a 2x2 max-pool, then the classifier.
 
     ``return_masks=True`` (tests, analysis) makes the net return ``(logits, ctrl, masks)``: ``ctrl``
     is the (C+1,) control vector (global flag, one-hot chosen column) and ``masks`` the keep masks of
     every join concatenated in :meth:`join_columns` order.
+
+    Its views (:mod:`gluonfuse.models.views`): the columns of a full net; paths count convolutions
+    only, so the deepest path of FractalNet-20 is 20.
     """
+
+    PATH_UNIT = "convolutions on the path"
 
     def __init__(self, spec, return_masks=False, **kwargs):
         kwargs.setdefault("prefix", "fractalnet_")
@@ -266,6 +281,24 @@ class FractalNet(nn.HybridBlock):
     def column_net(self, c=None):
         """Column ``c`` alone (default: the deepest, C) as a network sharing this net's Parameters."""
         return self.variant(column=self.spec.columns if c is None else c)
+
+    def column_count(self):
+        return self.spec.columns if self.spec.column is None else 0
+
+    def column_view(self, column):
+        if self.spec.column is not None:
+            raise ValueError(f"{self.spec.name} is a single FractalNet column; its columns are the full net's")
+        if not 1 <= column <= self.spec.columns:
+            raise ValueError(f"column must be 1..{self.spec.columns} (1 = shallowest), got {column}")
+        return self.column_net(column)
+
+    def path_lengths(self, removed=()):
+        if removed:
+            raise ValueError(f"{self.spec.name} has no removable branches")
+        poly = one_path(0)
+        for block in self.fractal_blocks:
+            poly = block.paths(poly)  # pools and the Dense are not counted (the paper's depth)
+        return poly
 
     def _control(self, F, x):
         one = live_ones(F, x)

@@ -18,12 +18,14 @@ anchors by the tests). The code is one net class with blocks named in a table, i
 subclass per network, and Python 3 integer division is explicit.
 """
 import dataclasses
+import itertools
 
 from mxnet.gluon import nn
 
 from gluonfuse.models.blocks import Chain, ClassifierHead, ConvUnit, relu
 from gluonfuse.models.registry import register_family, register_preset
 from gluonfuse.models.rules import check_positive_int
+from gluonfuse.models.views import Branch, StagedBlock, StagedNet, plus, shift
 
 # conv layers one block adds to the plain-network depth count
 BLOCK_DEPTH = {"plain": 1, "resnet": 2, "cross": 4, "half": 4, "side": 4}
@@ -138,11 +140,14 @@ def zero(kin, kout, prefix):
 
 # ---------------------------------------------------------------- blocks (SPEC 1.3)
 
-class PlainBlock(nn.HybridBlock):
+class PlainBlock(StagedBlock, nn.HybridBlock):
     def __init__(self, kin, kout, **kwargs):
         super().__init__(**kwargs)
         with self.name_scope():
             self.body = one(kin, kout, prefix="u1_")
+
+    def paths(self, polys, removed=()):
+        return (shift(polys[0], 1),)
 
     def hybrid_forward(self, F, x):
         return self.body(x)
@@ -150,8 +155,9 @@ class PlainBlock(nn.HybridBlock):
 
 # Blocks with removable branches (``BRANCHES``) compute through ``forward_without(F, state, removed)``:
 # ``state`` is the tuple of stream tensors (two for cross, one otherwise) and ``removed`` names the
-# branches deleted for a lesion study (gluonfuse.analyze). With nothing removed it is the block's own
-# forward pass, so the block and its lesioned versions share one definition.
+# branches deleted for a lesion study (gluonfuse.models.views). With nothing removed it is the block's
+# own forward pass, so the block and its lesioned versions share one definition; ``paths`` counts the
+# same block's paths (a 1x1 projection shortcut is one layer, an identity none).
 
 def _sum(terms):
     out = terms[0]
@@ -164,7 +170,14 @@ def _short(short, x):
     return short(x) if short is not None else x
 
 
-class ResidualBlock(nn.HybridBlock):
+def _layers(part):
+    """Conv layers on a path through ``part``: none for an identity (None), one per unit."""
+    if part is None:
+        return 0
+    return len(part) if isinstance(part, nn.HybridSequential) else 1
+
+
+class ResidualBlock(StagedBlock, nn.HybridBlock):
     """resnet: ReLU(zero(x) + two(x)); removing ``residual`` leaves ReLU(zero(x))."""
 
     BRANCHES = ("residual",)
@@ -182,11 +195,18 @@ class ResidualBlock(nn.HybridBlock):
             y = y + self.two(x)
         return (relu(F, y),)
 
+    def paths(self, polys, removed=()):
+        (p,) = polys
+        terms = [shift(p, _layers(self.short))]
+        if "residual" not in removed:
+            terms.append(shift(p, _layers(self.two)))
+        return (plus(*terms),)
+
     def hybrid_forward(self, F, x):
         return self.forward_without(F, (x,))[0]
 
 
-class InceptionLikeBlock(nn.HybridBlock):
+class InceptionLikeBlock(StagedBlock, nn.HybridBlock):
     """half (DFN-IL): ReLU(two_a(x) + two_b(x) + zero(x)); side drops the identity term.
 
     Branches ``a`` and ``b`` (``two_a``, ``two_b``) can be removed; side must keep one of them.
@@ -211,11 +231,18 @@ class InceptionLikeBlock(nn.HybridBlock):
             raise ValueError("a side block needs one of its two branches")
         return (relu(F, _sum(terms)),)
 
+    def paths(self, polys, removed=()):
+        (p,) = polys
+        terms = [shift(p, _layers(getattr(self, f"two_{s}"))) for s in self.BRANCHES if s not in removed]
+        if self.identity:
+            terms.append(shift(p, _layers(self.short)))
+        return (plus(*terms),)
+
     def hybrid_forward(self, F, x):
         return self.forward_without(F, (x,))[0]
 
 
-class MergeRunBlock(nn.HybridBlock):
+class MergeRunBlock(StagedBlock, nn.HybridBlock):
     """cross (DFN-MR): two streams; m = mean of their shortcuts, each stream adds its own residual.
 
     The last block of the net (``last=True``) emits one tensor, ReLU(m + da + db). Removing branch
@@ -223,6 +250,7 @@ class MergeRunBlock(nn.HybridBlock):
     """
 
     BRANCHES = ("a", "b")
+    BRANCH_KIND = "stream"
 
     def __init__(self, kin, kout, last=False, **kwargs):
         super().__init__(**kwargs)
@@ -244,12 +272,22 @@ class MergeRunBlock(nn.HybridBlock):
         return (relu(F, m + da) if da is not None else relu(F, m),
                 relu(F, m + db) if db is not None else relu(F, m))
 
+    def paths(self, polys, removed=()):
+        # the two streams count as separate inputs (the first block reads the stem output twice)
+        pa, pb = polys
+        m = plus(shift(pa, _layers(self.short_a)), shift(pb, _layers(self.short_b)))
+        da = shift(pa, _layers(self.two_a)) if "a" not in removed else {}
+        db = shift(pb, _layers(self.two_b)) if "b" not in removed else {}
+        if self.last:
+            return (plus(m, da, db),)
+        return plus(m, da), plus(m, db)
+
     def hybrid_forward(self, F, a, b):
         out = self.forward_without(F, (a, b))
         return out[0] if self.last else out
 
 
-class DeepShallowBlock(nn.HybridBlock):
+class DeepShallowBlock(StagedBlock, nn.HybridBlock):
     """fuse3/fuse6: ReLU(left(x) + right(x)).
 
     right: ``b`` conv units, the last without ReLU (the first maps kin -> kout).
@@ -258,6 +296,7 @@ class DeepShallowBlock(nn.HybridBlock):
     """
 
     BRANCHES = ("left", "right")
+    BRANCH_KIND = "path"
 
     def __init__(self, kin, kout, b, left_conv, **kwargs):
         super().__init__(**kwargs)
@@ -281,6 +320,10 @@ class DeepShallowBlock(nn.HybridBlock):
             raise ValueError("a deep-and-shallow block needs its left or its right path")
         return (relu(F, _sum(terms)),)
 
+    def paths(self, polys, removed=()):
+        (p,) = polys
+        return (plus(*[shift(p, _layers(getattr(self, side))) for side in self.BRANCHES if side not in removed]),)
+
     def hybrid_forward(self, F, x):
         return self.forward_without(F, (x,))[0]
 
@@ -302,17 +345,20 @@ def _make_block(spec, stage, j, kin, kout):
     return DeepShallowBlock(kin, kout, spec.b, left_conv, prefix=prefix)
 
 
-class FusionNet(nn.HybridBlock):
+class FusionNet(StagedNet, nn.HybridBlock):
     """A CIFAR deeply-fused net: stem -> stages g1, g2, g3 -> pool -> Dense.
 
     The stem already outputs 16w channels, so g1 never projects; g2 and g3 halve the resolution in
     their first block. ``cross`` runs two streams from the stem output to the last block of g3.
+    Its views (:mod:`gluonfuse.models.views`): every block's branches; fuse3 and fuse6 also name
+    their single-path members (one path of every deep-and-shallow block).
     """
 
     def __init__(self, spec, **kwargs):
         kwargs.setdefault("prefix", f"{spec.network}_")
         super().__init__(**kwargs)
         self.spec = spec
+        self.streams = 2 if spec.network == "cross" else 1
         w = spec.widths
         with self.name_scope():
             self.stem = ConvUnit(3, w[0], 3, prefix="stem_")
@@ -331,17 +377,14 @@ class FusionNet(nn.HybridBlock):
     def stages(self):
         return [self.g1, self.g2, self.g3]
 
-    def features(self, F, x):
-        x = self.stem(x)
-        state = (x, x) if self.spec.network == "cross" else (x,)
-        for stage in self.stages:
-            state = stage(*state)
-            if not isinstance(state, tuple):
-                state = (state,)
-        return state[0]
-
-    def hybrid_forward(self, F, x):
-        return self.head(self.features(F, x))
+    def members(self):
+        """fuse3/fuse6: one member per choice of path in every block, named by 'L'/'R' per block."""
+        if self.spec.network not in FUSIONS:
+            return []
+        blocks = self.blocks()
+        return [("".join(letters), frozenset(Branch(s, j, "right" if c == "L" else "left", kind="path")
+                                             for (s, j, _), c in zip(blocks, letters)))
+                for letters in itertools.product("LR", repeat=len(blocks))]
 
 
 class EnsembleNet(FusionNet):
@@ -360,12 +403,19 @@ class EnsembleNet(FusionNet):
         """Longest path of each member: stem + chosen paths + Dense."""
         return [2 + sum(1 if side == "L" else self.spec.b for side in m) for m in self.MEMBERS]
 
+    def output_names(self):
+        return self.MEMBERS
+
+    def branches(self):
+        # its own forward pass is the fan-out of the members, not the fused sum: no branch of it is
+        # removable; a member's removal set (members()) applies to the fuse3 forward it shares
+        return []
+
     def hybrid_forward(self, F, x):
-        outs = [self.stem(x)]
-        for stage in self.stages:
-            block = stage[0]  # fuse3's rule puts exactly one block in every stage
-            outs = [relu(F, block.path(F, o, side)) for o in outs for side in ("left", "right")]
-        return tuple(self.head(o) for o in outs)
+        def fan_out(s, j, block, outs):  # fuse3's rule puts exactly one block in every stage
+            return tuple(relu(F, block.path(F, o, side)) for o in outs for side in ("left", "right"))
+
+        return tuple(self.head(o) for o in self.run_blocks((self.stem(x),), fan_out))
 
 
 # ---------------------------------------------------------------- ImageNet versions (SPEC 1.4)
@@ -421,30 +471,54 @@ def bottleneck(kin, kout, stride, prefix):
     return seq
 
 
-class ImageNetUnit(nn.HybridBlock):
+class ImageNetUnit(StagedBlock, nn.HybridBlock):
     """The first unit of a stage has no shortcut: ReLU(bottleneck(x)).
 
     Later units: resnet ReLU(x + bottleneck(x)); cross m = (a + b) / 2, a' = ReLU(bottleneck_a(a) + m),
     b' = ReLU(bottleneck_b(b) + m).
+
+    Removable branches: the residual of a later unit (resnet: ReLU(x), which is x, as its input is a
+    ReLU output; cross: stream a's or b's bottleneck, a' = ReLU(m)). A first unit's bottleneck is the
+    only path of its stream, so it has none.
     """
 
     def __init__(self, kin, kout, stride, first, streams, **kwargs):
         super().__init__(**kwargs)
         self.first, self.streams = first, streams
+        self.BRANCHES = () if first else (("residual",) if streams == 1 else ("a", "b"))
+        self.BRANCH_KIND = "stream" if streams == 2 else "residual"
         with self.name_scope():
             self.body_a = bottleneck(kin, kout, stride, "a_")
             self.body_b = bottleneck(kin, kout, stride, "b_") if streams == 2 else None
 
-    def hybrid_forward(self, F, a, b=None):
+    def forward_without(self, F, state, removed=()):
         if self.streams == 1:
-            return relu(F, self.body_a(a)) if self.first else relu(F, a + self.body_a(a))
+            (a,) = state
+            if self.first:
+                return (relu(F, self.body_a(a)),)
+            return (relu(F, a) if "residual" in removed else relu(F, a + self.body_a(a)),)
+        a, b = state
         if self.first:
             return relu(F, self.body_a(a)), relu(F, self.body_b(b))
         m = 0.5 * (a + b)
-        return relu(F, self.body_a(a) + m), relu(F, self.body_b(b) + m)
+        out_a = relu(F, m) if "a" in removed else relu(F, self.body_a(a) + m)
+        return out_a, relu(F, m) if "b" in removed else relu(F, self.body_b(b) + m)
+
+    def paths(self, polys, removed=()):
+        deep = [shift(p, 3) for p in polys]  # the bottleneck's three convolutions
+        if self.first:
+            return tuple(deep)
+        if self.streams == 1:
+            return (plus(polys[0], *([] if "residual" in removed else deep)),)
+        m = plus(*polys)
+        return tuple(plus(m, *([] if name in removed else [d])) for name, d in zip(self.BRANCHES, deep))
+
+    def hybrid_forward(self, F, a, b=None):
+        out = self.forward_without(F, (a,) if self.streams == 1 else (a, b))
+        return out[0] if self.streams == 1 else out
 
 
-class ImageNetFusionNet(nn.HybridBlock):
+class ImageNetFusionNet(StagedNet, nn.HybridBlock):
     """ResNet-98 / DFN-MR-50 for 224x224 input.
 
     Stem conv 7x7/2 (bare, as in the authors' code) -> max-pool 3x3/2; four stages of bottleneck units (256..2048 channels, strides
@@ -455,7 +529,7 @@ class ImageNetFusionNet(nn.HybridBlock):
         kwargs.setdefault("prefix", "dfn_mr_imagenet_" if spec.network == "cross" else "resnet_imagenet_")
         super().__init__(**kwargs)
         self.spec = spec
-        streams = 2 if spec.network == "cross" else 1
+        self.streams = streams = 2 if spec.network == "cross" else 1
         with self.name_scope():
             # the authors' stem is a bare convolution, no BN or ReLU (their code; SPEC's anchor counts it so)
             self.stem = nn.Conv2D(64, 7, strides=2, padding=3, use_bias=False, in_channels=3, prefix="stem_conv_")
@@ -470,15 +544,15 @@ class ImageNetFusionNet(nn.HybridBlock):
                 setattr(self, f"g{s + 1}", stage)
             self.head = ClassifierHead(kin * streams, spec.classes, prefix="head_")
 
-    def hybrid_forward(self, F, x):
-        x = F.Pooling(self.stem(x), kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max")
-        state = (x, x) if self.spec.network == "cross" else (x,)
-        for stage in (self.g1, self.g2, self.g3, self.g4):
-            state = stage(*state)
-            if not isinstance(state, tuple):
-                state = (state,)
-        x = F.concat(*state, dim=1) if len(state) == 2 else state[0]
-        return self.head(x)
+    @property
+    def stages(self):
+        return [self.g1, self.g2, self.g3, self.g4]
+
+    def enter(self, F, x):
+        return F.Pooling(self.stem(x), kernel=(3, 3), stride=(2, 2), pad=(1, 1), pool_type="max")
+
+    def leave(self, F, state):
+        return self.head(F.concat(*state, dim=1) if len(state) == 2 else state[0])
 
 
 # ---------------------------------------------------------------- registry rows

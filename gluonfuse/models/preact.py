@@ -27,9 +27,11 @@ import dataclasses
 
 from mxnet.gluon import nn
 
-from gluonfuse.models.blocks import BNReLU, ClassifierHead, PreActBlock, batch_norm, conv3x3, projection, relu
+from gluonfuse.models.blocks import BNReLU, ClassifierHead, PreActBlock, PreActResidual, batch_norm, conv3x3
+from gluonfuse.models.blocks import projection, relu
 from gluonfuse.models.registry import register_family, register_preset
 from gluonfuse.models.rules import check_positive_int, check_rate, depth_from_rule
+from gluonfuse.models.views import StagedNet
 
 STEM_WIDTH = 16  # not widened in WRN (SPEC 4)
 
@@ -113,7 +115,7 @@ class WideResNetSpec:
                 "dropout": self.dropout, "longest_path": 2 + 6 * self.blocks}
 
 
-class PreActBottleneck(nn.HybridBlock):
+class PreActBottleneck(PreActResidual):
     """BN-ReLU-conv1x1 (out/4), BN-ReLU-conv3x3 (out/4, stride), BN-ReLU-conv1x1 (out) + shortcut.
 
     Same conventions as :class:`~gluonfuse.models.blocks.PreActBlock`: a projecting shortcut (1x1
@@ -133,20 +135,20 @@ class PreActBottleneck(nn.HybridBlock):
             self.proj = (projection(in_channels, channels, stride)
                          if in_channels != channels or stride != 1 else None)
 
-    def hybrid_forward(self, F, x):
-        pre = relu(F, self.bn1(x))
-        short = self.proj(pre) if self.proj is not None else x
+    LAYERS = 3
+
+    def residual(self, F, pre):
         y = self.conv1(pre)
         y = self.conv2(relu(F, self.bn2(y)))
-        y = self.conv3(relu(F, self.bn3(y)))
-        return short + y
+        return self.conv3(relu(F, self.bn3(y)))
 
 
-class PreActResNet(nn.HybridBlock):
+class PreActResNet(StagedNet, nn.HybridBlock):
     """Stem conv3x3 16 -> stages g1, g2, g3 (strides 1, 2, 2) -> BN-ReLU -> pool -> Dense.
 
     Builds ``preresnet`` and ``wrn`` from their specs (``blocks`` per stage, stage ``widths``,
-    ``bottleneck``, ``dropout``).
+    ``bottleneck``, ``dropout``). Every block's residual is a removable branch (a lesion leaves its
+    shortcut: the identity, or the projection of the pre-activated input at a width change).
     """
 
     def __init__(self, spec, **kwargs):
@@ -170,10 +172,12 @@ class PreActResNet(nn.HybridBlock):
             self.post = BNReLU(kin, prefix="post_")
             self.head = ClassifierHead(kin, spec.classes, prefix="head_")
 
-    def hybrid_forward(self, F, x):
-        x = self.stem(x)
-        x = self.g3(self.g2(self.g1(x)))
-        return self.head(self.post(x))
+    @property
+    def stages(self):
+        return [self.g1, self.g2, self.g3]
+
+    def leave(self, F, state):
+        return self.head(self.post(state[0]))
 
 
 register_family("preresnet", PreResNetSpec, PreActResNet,

@@ -19,12 +19,18 @@ Spec protocol (what every family's spec provides):
   * ``classes`` and ``input_shape`` (C, H, W);
   * ``kwargs()`` - the arguments that rebuild it through ``get_model(family, **kwargs)``;
   * ``describe()`` - a dict for ``gluonfuse summary`` (blocks per stage, longest path, ...).
+
+Net protocol: every family's net class derives from :class:`gluonfuse.models.views.Views` and says
+through it which sub-networks it has (outputs, columns, removable branches, members, stochastic
+blocks, paths); evaluation, training and analysis ask it, never the class. ``register_family``
+refuses a net class that does not.
 """
 import dataclasses
 import fnmatch
 from typing import Any, Callable, Dict, Mapping, Optional
 
 from gluonfuse.errors import did_you_mean
+from gluonfuse.models.views import Views
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +92,9 @@ def register_family(name, spec_cls, net_cls, description, anchors=None, heavy=Fa
 
     ``anchors``: iterable of ``(kwargs, trainable_params)`` that SPEC states for this family.
     """
+    if not (isinstance(net_cls, type) and issubclass(net_cls, Views)):
+        raise TypeError(f"family {name!r}: {net_cls!r} must derive from gluonfuse.models.views.Views "
+                        "(the protocol through which a network declares its sub-networks)")
     return _add(ModelEntry(name, "family", name, description, spec_cls, net_cls, dict(fixed),
                            _anchor_rows(anchors), heavy))
 

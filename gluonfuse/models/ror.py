@@ -42,6 +42,7 @@ from gluonfuse.models.blocks import projection, relu, scale, survival_gate
 from gluonfuse.models.fusion import ResidualBlock
 from gluonfuse.models.registry import register_family, register_preset
 from gluonfuse.models.rules import check_positive_int, check_rate, depth_from_rule
+from gluonfuse.models.views import Branch, Views, one_path, plus, removed_at, shift
 
 # depth = 6n + OFFSET: the post-activation count adds stem, Dense and the root + mid shortcut convs
 DEPTH_OFFSET = {"ror3": 8, "ror3_wrn": 4}
@@ -106,8 +107,9 @@ class RoRSpec:
 class PostActBlock(ResidualBlock):
     """The fusion papers' post-activation residual block, split into (shortcut, residual) for RoR."""
 
-    def parts(self, F, x):
-        return (self.short(x) if self.short is not None else x), self.two(x)
+    def parts(self, F, x, residual=True):
+        """``(shortcut, residual)``; the residual is None when ``residual`` is False."""
+        return (self.short(x) if self.short is not None else x), self.two(x) if residual else None
 
 
 def _shortcut(preact, kin, kout, stride, prefix):
@@ -138,32 +140,54 @@ class RoRStage(nn.HybridBlock):
                 setattr(self, f"b{j}", block)
                 kin = kout
 
-    def run(self, F, x, *root):
-        """The stage's output and the stochastic-depth gates it drew; ``root`` is added at the end."""
-        mid = self.mid(x)
-        gates = []
+    def run(self, F, x, *root, cut=None, trace=None):
+        """The stage's output and the stochastic-depth gates it drew; ``root`` is added at the end.
+
+        ``cut`` maps a block index to the names of its removed branches: ``residual`` (the block
+        passes its shortcut alone), ``mid`` at the last block (the mid shortcut's term leaves the sum).
+        A remaining residual keeps its gate: at inference it is scaled by its survival probability.
+        ``trace`` collects the state after every block.
+        """
+        cut = cut or {}
         last = len(self.survivals) - 1
+        mid = () if "mid" in cut.get(last, ()) else (self.mid(x),)
+        gates = []
         for j, survival in enumerate(self.survivals):
-            short, residual = getattr(self, f"b{j}").parts(F, x)
-            if survival < 1:
+            short, residual = getattr(self, f"b{j}").parts(F, x, residual="residual" not in cut.get(j, ()))
+            if residual is not None and survival < 1:
                 gate = survival_gate(F, live_ones(F, x), survival)
                 residual = scale(F, residual, gate)
                 gates.append(gate)
-            y = short + residual
-            if j == last:
-                y = F.add_n(y, mid, *root)
+            y = short if residual is None else short + residual
+            if j == last and (mid or root):
+                y = F.add_n(y, *mid, *root)
             x = y if self.preact else relu(F, y)
+            if trace is not None:
+                trace.append((x,))
         return x, gates
+
+    def paths(self, poly, cut=None, root=None):
+        """The paths out of the stage of every path in ``poly`` (``root``: the root shortcut's, or None)."""
+        cut = cut or {}
+        out = poly
+        for j in range(len(self.survivals)):
+            (out,) = getattr(self, f"b{j}").paths((out,), cut.get(j, ()))
+        terms = [out] + ([] if "mid" in cut.get(len(self.survivals) - 1, ()) else [shift(poly, 1)])
+        return plus(*terms, *([root] if root is not None else []))
 
     def hybrid_forward(self, F, x, *root):
         return self.run(F, x, *root)[0]
 
 
-class RoRNet(nn.HybridBlock):
+class RoRNet(Views, nn.HybridBlock):
     """RoR-3: stem -> stages g1, g2, g3 with mid shortcuts -> + root shortcut -> head.
 
     ``return_gates=True`` returns ``(logits, gates)``, the stochastic-depth gates of the pass in
     :meth:`RoRSpec.survivals` order (blocks with survival 1.0 have none; see :meth:`gated_blocks`).
+
+    Its views (:mod:`gluonfuse.models.views`): every level is removable. A final-level block's
+    residual (``g2.b3``; the block passes its shortcut), a stage's mid shortcut (``g2.mid``) and
+    the root shortcut (``root``); a removed shortcut's term leaves the sum of its stage's last block.
     """
 
     def __init__(self, spec, return_gates=False, **kwargs):
@@ -193,19 +217,57 @@ class RoRNet(nn.HybridBlock):
         n = self.spec.blocks
         return [(i // n + 1, i % n, p) for i, p in enumerate(self.spec.survivals()) if p < 1]
 
-    def hybrid_forward(self, F, x):
+    @property
+    def stages(self):
+        return [self.g1, self.g2, self.g3]
+
+    def _branch(self, s, j, name="residual"):
+        n = self.spec.blocks
+        label = {"mid": f"g{s}.mid", "root": "root"}.get(name, "")
+        return Branch(s, j, name, kind="residual" if name == "residual" else "level", single=True,
+                      position=(s - 1) * n + j + 1, label=label)
+
+    def branches(self):
+        last = self.spec.blocks - 1
+        out = []
+        for s in (1, 2, 3):
+            out += [self._branch(s, j) for j in range(last + 1)] + [self._branch(s, last, "mid")]
+        return out + [self._branch(3, last, "root")]
+
+    def stochastic_blocks(self):
+        return [(self._branch(s, j), p) for s, j, p in self.gated_blocks()]
+
+    def _run(self, F, x, removed=(), trace=None):
+        cut = removed_at(removed)
         x = self.stem(x)
-        root = self.root(x)
+        root = () if "root" in cut.get((3, self.spec.blocks - 1), ()) else (self.root(x),)
         gates = []
-        for stage, extra in ((self.g1, ()), (self.g2, ()), (self.g3, (root,))):
-            x, stage_gates = stage.run(F, x, *extra)
+        for s, stage in enumerate(self.stages, start=1):
+            stage_cut = {j: names for (t, j), names in cut.items() if t == s}
+            x, stage_gates = stage.run(F, x, *(root if s == 3 else ()), cut=stage_cut, trace=trace)
             gates += stage_gates
         if self.post is not None:
             x = self.post(x)
-        out = self.head(x)
+        return self.head(x), gates
+
+    def forward_without(self, F, x, removed=(), trace=None):
+        return self._run(F, x, removed, trace)[0]
+
+    def hybrid_forward(self, F, x):
+        out, gates = self._run(F, x)
         if self.return_gates and gates:
             return out, F.concat(*gates, dim=0)
         return out
+
+    def path_lengths(self, removed=()):
+        cut = removed_at(removed)
+        stem = one_path(1)
+        root = None if "root" in cut.get((3, self.spec.blocks - 1), ()) else shift(stem, 1)
+        poly = stem
+        for s, stage in enumerate(self.stages, start=1):
+            poly = stage.paths(poly, {j: names for (t, j), names in cut.items() if t == s},
+                               root if s == 3 else None)
+        return shift(poly, 1)
 
 
 register_family("ror3", RoRSpec, RoRNet, "RoR-3 on the post-activation ResNet (depth 6n+8)",

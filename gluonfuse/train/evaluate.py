@@ -20,8 +20,11 @@ def split(batch, contexts):
 
 
 def member_names(net, outputs=1):
-    names = getattr(net, "MEMBERS", None)
-    return list(names) if names and len(names) == outputs else [f"out{i}" for i in range(outputs)]
+    """The names of ``net``'s ``outputs`` outputs: its declared ones (the ensemble's members), else out<i>."""
+    from gluonfuse.models.views import get_views
+
+    names = get_views(net).output_names()
+    return list(names) if len(names) == outputs else [f"out{i}" for i in range(outputs)]
 
 
 def evaluate(net, data_iter, contexts, classes, expected=None, source="data", reduce=None):
@@ -52,29 +55,32 @@ def evaluate(net, data_iter, contexts, classes, expected=None, source="data", re
 
 def _outputs(net):
     """How many outputs ``net`` has (for a worker whose part of the test set is empty)."""
-    members = getattr(net, "MEMBERS", None)
-    return len(members) if members else 1
+    from gluonfuse.models.views import get_views
+
+    return len(get_views(net).output_names())
 
 
 def has_columns(net):
-    """True for a full FractalNet (one whose single columns can be evaluated)."""
-    spec = getattr(net, "spec", None)
-    return hasattr(net, "column_net") and getattr(spec, "columns", None) and getattr(spec, "column", None) is None
+    """True for a network whose single columns can be evaluated (a full FractalNet)."""
+    from gluonfuse.models.views import get_views
+
+    return get_views(net).column_count() > 0
 
 
 def column_view(net, column):
-    """FractalNet column ``column`` alone (1 = shallowest), sharing ``net``'s parameters, hybridized.
+    """Column ``column`` alone (1 = shallowest), sharing ``net``'s parameters, hybridized.
 
-    Uses FractalNet's ``column_net(c)`` (gluonfuse.models.fractal); ``--column`` and the trainer's
-    deepest-column evaluation go through here only.
+    ``--column`` and the trainer's deepest-column evaluation go through here only.
     """
-    if not has_columns(net):
-        name = getattr(getattr(net, "spec", None), "name", type(net).__name__)
-        raise ValueError(f"--column needs a FractalNet; {name} has no columns")
-    columns = net.spec.columns
+    from gluonfuse.models.views import get_views
+
+    views = get_views(net)
+    columns = views.column_count()
+    if not columns:
+        raise ArgumentError(f"column needs a FractalNet; {views.view_name()} has no columns", "column")
     if not 1 <= column <= columns:
-        raise ValueError(f"--column must be between 1 and {columns} for this FractalNet, got {column}")
-    view = net.column_net(column)
+        raise ArgumentError(f"column must be between 1 and {columns} for this FractalNet, got {column}", "column")
+    view = views.column_view(column)
     view.hybridize(static_alloc=True, static_shape=True)
     return view
 
