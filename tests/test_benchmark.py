@@ -1,5 +1,7 @@
 """tools/benchmark.py: it runs, its table and JSON are well formed, its PyTorch networks are the same
 architecture as gluonfuse's. Tiny networks and one or two steps; no timing is asserted."""
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,7 +30,9 @@ def run_tool(*args, env=None):
 
 
 def table_rows(markdown):
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    """The cells of the first Markdown table in ``markdown``, checked to be well formed."""
+    lines = markdown[markdown.index("\n|") + 1:].splitlines()
+    lines = lines[:next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))]
     header, rule, rows = lines[0], lines[1], lines[2:]
     width = header.count("|")
     assert rule.count("|") == width and all(row.count("|") == width for row in rows)
@@ -155,3 +159,80 @@ def test_interleave_alternates_order_and_discards_busy_rounds():
     assert discarded == 1
     assert results["a"]["train"]["images_per_sec"] == [12.0, 12.0]
     assert results["b"]["train"]["other_load"] == pytest.approx([0.0, 0.2])
+
+
+# ---------------------------------------------------------------- one protocol, no cycles
+
+def _tool_imports(path):
+    """The tools/ modules a tools/ file imports, at the top or inside functions."""
+    import ast
+
+    local = {name[:-3] for name in os.listdir(TOOLS) if name.endswith(".py")}
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found & local
+
+
+def test_tools_modules_import_each_other_without_cycles():
+    graph = {name[:-3]: _tool_imports(os.path.join(TOOLS, name)) for name in os.listdir(TOOLS) if name.endswith(".py")}
+    graph["benchmark"] |= set(benchmark.SECTIONS.values())  # imported by name from its registry
+
+    def visit(name, path):
+        assert name not in path, "import cycle: " + " -> ".join(path + [name])
+        for other in graph[name]:
+            visit(other, path + [name])
+
+    for name in graph:
+        visit(name, [])
+    assert {"bench_common", "bench_machine"} <= graph["bench_models"]  # the walk sees imports
+
+
+@pytest.mark.parametrize("section", list(benchmark.SECTIONS))
+def test_every_section_follows_the_protocol(section, capsys):
+    module = importlib.import_module(benchmark.SECTIONS[section])
+    assert module.__doc__ and callable(module.add_arguments) and callable(module.run)
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main([section, "--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    assert f"benchmark.py {section}" in help_text and "--json" in help_text
+    assert module.__doc__.strip().split("\n")[0] in help_text
+
+
+def test_a_section_file_run_as_a_script_is_that_section():
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "bench_dist.py"), "--workers", "0"],
+                          capture_output=True, text=True, timeout=300, cwd="/")
+    assert proc.returncode == 2 and proc.stderr.strip() == "Error: --workers must be at least 1, got 0"
+
+
+# ---------------------------------------------------------------- the machine line
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8
+bogomips\t: 4000.00
+
+processor\t: 1
+model name\t: some other name
+flags\t\t: fpu
+"""
+LSCPU = """Architecture:            x86_64
+Model name:              AMD EPYC 7B13
+Flags:                   fpu sse2 avx2 avx_vnni
+"""
+
+
+def test_cpu_model_and_flags_are_read_from_cpuinfo_and_lscpu_text():
+    import bench_machine
+
+    intel = bench_machine.parse_cpu(CPUINFO)
+    assert intel["model"] == "Intel(R) Xeon(R) Platinum 8480+"  # the first CPU's lines
+    assert {"avx512f", "amx_tile", "amx_int8"} <= intel["flags"] and "avx_vnni" not in intel["flags"]
+    amd = bench_machine.parse_cpu(LSCPU)
+    assert amd == {"model": "AMD EPYC 7B13", "flags": {"fpu", "sse2", "avx2", "avx_vnni"}}
+    assert bench_machine.parse_cpu("processor : 0\n") == {"model": None, "flags": set()}
