@@ -209,7 +209,7 @@ def test_a_section_file_run_as_a_script_is_that_section():
     assert proc.returncode == 2 and proc.stderr.strip() == "Error: --workers must be at least 1, got 0"
 
 
-# ---------------------------------------------------------------- the machine line
+# ---------------------------------------------------------------- the report and its machine line
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -236,3 +236,106 @@ def test_cpu_model_and_flags_are_read_from_cpuinfo_and_lscpu_text():
     amd = bench_machine.parse_cpu(LSCPU)
     assert amd == {"model": "AMD EPYC 7B13", "flags": {"fpu", "sse2", "avx2", "avx_vnni"}}
     assert bench_machine.parse_cpu("processor : 0\n") == {"model": None, "flags": set()}
+
+
+def _fake_stamp(cpu_text, torch=None):
+    import bench_machine
+
+    cpu = bench_machine.parse_cpu(cpu_text)
+    return {"cpu": cpu["model"], "flags": {f: f in cpu["flags"] for f in bench_machine.VECTOR_FLAGS},
+            "cores": {"visible": 2, "machine": 4}, "threads": "OMP_NUM_THREADS=2 set by the user",
+            "mxnet": {"version": "1.9.1", "mkldnn": True, "onednn": "2.4.4", "isa": "Intel AVX2"},
+            "torch": torch or {"version": None}, "versions": {"python": "3.11.7"},
+            "load_average": {"before": 0.25, "after": None}}
+
+
+def test_machine_line_names_the_flags_present_and_absent():
+    import bench_machine
+
+    line = bench_machine.stamp_line(_fake_stamp(LSCPU, torch={
+        "version": "2.13.0", "onednn": "3.12.0", "mkl": "2024.2", "capability": "AVX2", "mkldnn": True}))
+    assert line.startswith("**Machine:** AMD EPYC 7B13 (avx2, avx_vnni; not avx512f, avx512_bf16, avx512_vnni, "
+                           "amx_tile, amx_bf16, amx_int8); 2 visible cores (of 4); ")
+    assert "mxnet 1.9.1 with MKLDNN (oneDNN 2.4.4, ISA Intel AVX2)" in line
+    assert "torch 2.13.0 (oneDNN 3.12.0, MKL 2024.2, CPU capability AVX2)" in line
+    assert line.endswith("OpenMP threads: OMP_NUM_THREADS=2 set by the user")
+    bare = bench_machine.stamp_line(_fake_stamp("flags : fpu\n"))
+    assert "(none of avx2, avx512f" in bare and "torch not installed" in bare
+
+
+def test_framework_build_texts_are_parsed_or_unknown():
+    import bench_machine
+
+    verbose = ("dnnl_verbose,info,oneDNN v2.4.4 (commit 5818c40f)\ndnnl_verbose,info,cpu,runtime:OpenMP\n"
+               "dnnl_verbose,info,cpu,isa:Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions\n")
+    assert bench_machine.parse_onednn_verbose(verbose) == {
+        "version": "2.4.4", "isa": "Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions"}
+    assert bench_machine.parse_onednn_verbose("") == {"version": "unknown", "isa": "unknown"}
+    config = ("  - Intel(R) oneAPI Math Kernel Library Version 2024.2-Product Build 20240605\n"
+              "  - Intel(R) MKL-DNN v3.12.0 (Git Hash 80afa71)\n  - CPU capability usage: AVX512\n")
+    assert bench_machine.parse_torch_config(config) == {"onednn": "3.12.0", "mkl": "2024.2", "capability": "AVX512"}
+    assert bench_machine.parse_torch_config("")["onednn"] == "unknown"
+
+
+def test_report_markdown_lists_every_ratio_and_the_skipped_ones():
+    import bench_common
+    import bench_report
+
+    part = {"title": "models: resnet 56", "section": "models", "argv": ["--network", "resnet"], "seconds": 12.0,
+            "result": {"markdown": "(the section's own tables)"}}
+    ratios = [dict(bench_common.ratio([2.0, 3.0, 2.4], [2.0, 2.0, 2.0], name="train: gluonfuse / gluoncv"),
+                   part="models: resnet 56"),
+              {"name": "gluonfuse / PyTorch eager", "skipped": "torch is not installed", "part": "models: resnet 56"}]
+    text = bench_report.markdown({"quick": False, "command": "python tools/benchmark.py report", "date": "today",
+                                  "seconds": 12.0, "machine": _fake_stamp(CPUINFO), "parts": [part],
+                                  "ratios": ratios})
+    assert text.startswith("# gluonfuse benchmark report\n\n**Machine:** Intel(R) Xeon(R) Platinum 8480+ (avx2, ")
+    assert "**Load average** (1 minute; 2 visible cores): 0.25 before, unknown after" in text
+    rows = table_rows(text)
+    assert rows[0] == ["models: resnet 56", "train: gluonfuse / gluoncv", "1.20", "1.00-1.50", "42%", "3"]
+    assert rows[1][1:3] == ["gluonfuse / PyTorch eager", "skipped: torch is not installed"]
+    assert "## models: resnet 56 (12 s)\n\n`python tools/benchmark.py models --network resnet`" in text
+
+
+def test_report_quick_runs_every_part_end_to_end(tmp_path):
+    out, js = tmp_path / "reports" / "r.md", tmp_path / "r.json"
+    proc = run_tool("report", "--quick", "--quiet", "--out", out, "--json", js)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert text.strip() in proc.stdout and not list(out.parent.glob(".*.part"))  # renamed into place
+    report = json.loads(js.read_text())
+    assert [p["name"] for p in report["parts"]] == ["resnet56", "cross56", "train", "data"]
+    lines = text.splitlines()
+    assert lines[2].startswith("**Machine:** ") and f"{len(os.sched_getaffinity(0))} visible cores" in lines[2]
+    has_torch = importlib.util.find_spec("torch") is not None
+    assert "OpenMP threads: " in lines[2] and "mxnet 1.9.1 with MKLDNN (oneDNN " in lines[2]
+    assert ("; torch 2." in lines[2]) == has_torch and ("torch not installed" in lines[2]) != has_torch
+    assert lines[4].startswith("**Load average** ")
+    rows = table_rows(text)
+    assert len(rows) == len(report["ratios"])
+    assert {r[0] for r in rows} == {p["title"] for p in report["parts"]}
+    torch_rows = [r for r in rows if "PyTorch eager" in r[1]]
+    if has_torch:  # train and infer ratios of both models parts
+        assert len(torch_rows) == 4 and all(float(r[2]) > 0 for r in torch_rows)
+    else:  # never silently left out
+        assert [r[2] for r in torch_rows] == ["skipped: " + bench_models.TORCH_HINT] * 2
+    for r in report["ratios"]:
+        if "skipped" not in r:
+            assert r["min"] <= r["median"] <= r["max"] and len(r["rounds"]) == (1 if r["part"].startswith("data") else 2)
+    assert any(r[1].startswith("train: pipeline / module") for r in rows)
+    assert any(r[1].startswith("pack end to end: gluonfuse tools/im2rec / mxnet im2rec.py") for r in rows)
+    assert [line for line in lines if line.startswith("## ")] == [
+        f"## {p['title']} ({p['seconds']:.0f} s)" for p in report["parts"]]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--parts", "resnet56,bogus"], "--parts takes names from resnet56, cross56, dfn_mr1, train, data"),
+    (["--rounds", "0"], "--rounds must be at least 1"),
+    (["--out", "/"], "--out / is a directory"),
+])
+def test_bad_report_arguments_are_one_line_and_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main(["report", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """gluonfuse benchmarks, one section per area, run from a checkout without installing anything.
 
+    python tools/benchmark.py report --out report.md                   # the standard set, one table
     python tools/benchmark.py models --network resnet --depth 56      # vs gluoncv and PyTorch
     python tools/benchmark.py models --network cross --depth 110 --against resnet:110
     python tools/benchmark.py models --threads-check                  # mxnet's default threads vs gluonfuse's
@@ -38,6 +39,7 @@ import gluonfuse  # noqa: E402,F401  sizes mxnet's OpenMP pool; must come before
 
 # section name -> module in tools/
 SECTIONS = {
+    "report": "bench_report",  # the standard set of the sections below, one table with the machine
     "models": "bench_models",  # a network's training and inference speed vs gluoncv, PyTorch, another net
     "data": "bench_data",      # im2rec vs mxnet's im2rec.py; the trainer's input pipeline reading speed
     "train": "bench_train",    # whole pipeline vs bare step vs the authors' Module.fit
