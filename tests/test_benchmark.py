@@ -1,5 +1,7 @@
 """tools/benchmark.py: it runs, its table and JSON are well formed, its PyTorch networks are the same
 architecture as gluonfuse's. Tiny networks and one or two steps; no timing is asserted."""
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -28,7 +30,9 @@ def run_tool(*args, env=None):
 
 
 def table_rows(markdown):
-    lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    """The cells of the first Markdown table in ``markdown``, checked to be well formed."""
+    lines = markdown[markdown.index("\n|") + 1:].splitlines()
+    lines = lines[:next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))]
     header, rule, rows = lines[0], lines[1], lines[2:]
     width = header.count("|")
     assert rule.count("|") == width and all(row.count("|") == width for row in rows)
@@ -155,3 +159,183 @@ def test_interleave_alternates_order_and_discards_busy_rounds():
     assert discarded == 1
     assert results["a"]["train"]["images_per_sec"] == [12.0, 12.0]
     assert results["b"]["train"]["other_load"] == pytest.approx([0.0, 0.2])
+
+
+# ---------------------------------------------------------------- one protocol, no cycles
+
+def _tool_imports(path):
+    """The tools/ modules a tools/ file imports, at the top or inside functions."""
+    import ast
+
+    local = {name[:-3] for name in os.listdir(TOOLS) if name.endswith(".py")}
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found & local
+
+
+def test_tools_modules_import_each_other_without_cycles():
+    graph = {name[:-3]: _tool_imports(os.path.join(TOOLS, name)) for name in os.listdir(TOOLS) if name.endswith(".py")}
+    graph["benchmark"] |= set(benchmark.SECTIONS.values())  # imported by name from its registry
+
+    def visit(name, path):
+        assert name not in path, "import cycle: " + " -> ".join(path + [name])
+        for other in graph[name]:
+            visit(other, path + [name])
+
+    for name in graph:
+        visit(name, [])
+    assert {"bench_common", "bench_machine"} <= graph["bench_models"]  # the walk sees imports
+
+
+@pytest.mark.parametrize("section", list(benchmark.SECTIONS))
+def test_every_section_follows_the_protocol(section, capsys):
+    module = importlib.import_module(benchmark.SECTIONS[section])
+    assert module.__doc__ and callable(module.add_arguments) and callable(module.run)
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main([section, "--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    assert f"benchmark.py {section}" in help_text and "--json" in help_text
+    assert module.__doc__.strip().split("\n")[0] in help_text
+
+
+def test_a_section_file_run_as_a_script_is_that_section():
+    proc = subprocess.run([sys.executable, os.path.join(TOOLS, "bench_dist.py"), "--workers", "0"],
+                          capture_output=True, text=True, timeout=300, cwd="/")
+    assert proc.returncode == 2 and proc.stderr.strip() == "Error: --workers must be at least 1, got 0"
+
+
+# ---------------------------------------------------------------- the report and its machine line
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8
+bogomips\t: 4000.00
+
+processor\t: 1
+model name\t: some other name
+flags\t\t: fpu
+"""
+LSCPU = """Architecture:            x86_64
+Model name:              AMD EPYC 7B13
+Flags:                   fpu sse2 avx2 avx_vnni
+"""
+
+
+def test_cpu_model_and_flags_are_read_from_cpuinfo_and_lscpu_text():
+    import bench_machine
+
+    intel = bench_machine.parse_cpu(CPUINFO)
+    assert intel["model"] == "Intel(R) Xeon(R) Platinum 8480+"  # the first CPU's lines
+    assert {"avx512f", "amx_tile", "amx_int8"} <= intel["flags"] and "avx_vnni" not in intel["flags"]
+    amd = bench_machine.parse_cpu(LSCPU)
+    assert amd == {"model": "AMD EPYC 7B13", "flags": {"fpu", "sse2", "avx2", "avx_vnni"}}
+    assert bench_machine.parse_cpu("processor : 0\n") == {"model": None, "flags": set()}
+
+
+def _fake_stamp(cpu_text, torch=None):
+    import bench_machine
+
+    cpu = bench_machine.parse_cpu(cpu_text)
+    return {"cpu": cpu["model"], "flags": {f: f in cpu["flags"] for f in bench_machine.VECTOR_FLAGS},
+            "cores": {"visible": 2, "machine": 4}, "threads": "OMP_NUM_THREADS=2 set by the user",
+            "mxnet": {"version": "1.9.1", "mkldnn": True, "onednn": "2.4.4", "isa": "Intel AVX2"},
+            "torch": torch or {"version": None}, "versions": {"python": "3.11.7"},
+            "load_average": {"before": 0.25, "after": None}}
+
+
+def test_machine_line_names_the_flags_present_and_absent():
+    import bench_machine
+
+    line = bench_machine.stamp_line(_fake_stamp(LSCPU, torch={
+        "version": "2.13.0", "onednn": "3.12.0", "mkl": "2024.2", "capability": "AVX2", "mkldnn": True}))
+    assert line.startswith("**Machine:** AMD EPYC 7B13 (avx2, avx_vnni; not avx512f, avx512_bf16, avx512_vnni, "
+                           "amx_tile, amx_bf16, amx_int8); 2 visible cores (of 4); ")
+    assert "mxnet 1.9.1 with MKLDNN (oneDNN 2.4.4, ISA Intel AVX2)" in line
+    assert "torch 2.13.0 (oneDNN 3.12.0, MKL 2024.2, CPU capability AVX2)" in line
+    assert line.endswith("OpenMP threads: OMP_NUM_THREADS=2 set by the user")
+    bare = bench_machine.stamp_line(_fake_stamp("flags : fpu\n"))
+    assert "(none of avx2, avx512f" in bare and "torch not installed" in bare
+
+
+def test_framework_build_texts_are_parsed_or_unknown():
+    import bench_machine
+
+    verbose = ("dnnl_verbose,info,oneDNN v2.4.4 (commit 5818c40f)\ndnnl_verbose,info,cpu,runtime:OpenMP\n"
+               "dnnl_verbose,info,cpu,isa:Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions\n")
+    assert bench_machine.parse_onednn_verbose(verbose) == {
+        "version": "2.4.4", "isa": "Intel AVX-512 with AVX512BW, AVX512VL, and AVX512DQ extensions"}
+    assert bench_machine.parse_onednn_verbose("") == {"version": "unknown", "isa": "unknown"}
+    config = ("  - Intel(R) oneAPI Math Kernel Library Version 2024.2-Product Build 20240605\n"
+              "  - Intel(R) MKL-DNN v3.12.0 (Git Hash 80afa71)\n  - CPU capability usage: AVX512\n")
+    assert bench_machine.parse_torch_config(config) == {"onednn": "3.12.0", "mkl": "2024.2", "capability": "AVX512"}
+    assert bench_machine.parse_torch_config("")["onednn"] == "unknown"
+
+
+def test_report_markdown_lists_every_ratio_and_the_skipped_ones():
+    import bench_common
+    import bench_report
+
+    part = {"title": "models: resnet 56", "section": "models", "argv": ["--network", "resnet"], "seconds": 12.0,
+            "result": {"markdown": "(the section's own tables)"}}
+    ratios = [dict(bench_common.ratio([2.0, 3.0, 2.4], [2.0, 2.0, 2.0], name="train: gluonfuse / gluoncv"),
+                   part="models: resnet 56"),
+              {"name": "gluonfuse / PyTorch eager", "skipped": "torch is not installed", "part": "models: resnet 56"}]
+    text = bench_report.markdown({"quick": False, "command": "python tools/benchmark.py report", "date": "today",
+                                  "seconds": 12.0, "machine": _fake_stamp(CPUINFO), "parts": [part],
+                                  "ratios": ratios})
+    assert text.startswith("# gluonfuse benchmark report\n\n**Machine:** Intel(R) Xeon(R) Platinum 8480+ (avx2, ")
+    assert "**Load average** (1 minute; 2 visible cores): 0.25 before, unknown after" in text
+    rows = table_rows(text)
+    assert rows[0] == ["models: resnet 56", "train: gluonfuse / gluoncv", "1.20", "1.00-1.50", "42%", "3"]
+    assert rows[1][1:3] == ["gluonfuse / PyTorch eager", "skipped: torch is not installed"]
+    assert "## models: resnet 56 (12 s)\n\n`python tools/benchmark.py models --network resnet`" in text
+
+
+def test_report_quick_runs_every_part_end_to_end(tmp_path):
+    out, js = tmp_path / "reports" / "r.md", tmp_path / "r.json"
+    proc = run_tool("report", "--quick", "--quiet", "--out", out, "--json", js)
+    assert proc.returncode == 0, proc.stderr
+    text = out.read_text()
+    assert text.strip() in proc.stdout and not list(out.parent.glob(".*.part"))  # renamed into place
+    report = json.loads(js.read_text())
+    assert [p["name"] for p in report["parts"]] == ["resnet56", "cross56", "train", "data"]
+    lines = text.splitlines()
+    assert lines[2].startswith("**Machine:** ") and f"{len(os.sched_getaffinity(0))} visible cores" in lines[2]
+    has_torch = importlib.util.find_spec("torch") is not None
+    assert "OpenMP threads: " in lines[2] and "mxnet 1.9.1 with MKLDNN (oneDNN " in lines[2]
+    assert ("; torch 2." in lines[2]) == has_torch and ("torch not installed" in lines[2]) != has_torch
+    assert lines[4].startswith("**Load average** ")
+    rows = table_rows(text)
+    assert len(rows) == len(report["ratios"])
+    assert {r[0] for r in rows} == {p["title"] for p in report["parts"]}
+    torch_rows = [r for r in rows if "PyTorch eager" in r[1]]
+    if has_torch:  # train and infer ratios of both models parts
+        assert len(torch_rows) == 4 and all(float(r[2]) > 0 for r in torch_rows)
+    else:  # never silently left out
+        assert [r[2] for r in torch_rows] == ["skipped: " + bench_models.TORCH_HINT] * 2
+    for r in report["ratios"]:
+        if "skipped" not in r:
+            assert r["min"] <= r["median"] <= r["max"] and len(r["rounds"]) == (1 if r["part"].startswith("data") else 2)
+    assert any(r[1].startswith("train: pipeline / module") for r in rows)
+    assert any(r[1].startswith("pack end to end: gluonfuse tools/im2rec / mxnet im2rec.py") for r in rows)
+    assert [line for line in lines if line.startswith("## ")] == [
+        f"## {p['title']} ({p['seconds']:.0f} s)" for p in report["parts"]]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--parts", "resnet56,bogus"], "--parts takes names from resnet56, cross56, dfn_mr1, train, data"),
+    (["--rounds", "0"], "--rounds must be at least 1"),
+    (["--out", "/"], "--out / is a directory"),
+])
+def test_bad_report_arguments_are_one_line_and_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        benchmark.main(["report", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

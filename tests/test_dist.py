@@ -495,11 +495,11 @@ def test_every_role_can_run_the_train_command(pattern_data, tmp_path):
 @pytest.mark.slow
 def test_bench_dist_runs():
     """tools/bench_dist.py end to end on a tiny input (speed itself is the benchmark's job)."""
-    import importlib.util
+    if os.path.join(REPO, "tools") not in sys.path:
+        sys.path.insert(0, os.path.join(REPO, "tools"))
+    import bench_common
+    import bench_dist
 
-    spec = importlib.util.spec_from_file_location("bench_dist", os.path.join(REPO, "tools", "bench_dist.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    res = bench.run(bench.parse_args(["--images", "80", "--epochs", "1", "--batch-size", "32"]))
+    res = bench_dist.run(bench_common.section_args(bench_dist, ["--images", "80", "--epochs", "1", "--batch-size", "32"]))
     assert res["workers"] == 2 and res["single"]["images_per_sec"] > 0 and res["job"]["images_per_sec"] > 0
-    assert "dist_sync" in bench.report(res)
+    assert "dist_sync" in res["markdown"]

@@ -1,17 +1,30 @@
-"""What every benchmark section shares: interleaved timing, statistics, the report and its JSON.
+"""What every benchmark section shares: the section protocol, interleaved timing, statistics, rendering.
 
-A *contender* is anything with ``label``, ``run(mode, iters) -> (wall_seconds, cpu_seconds)`` and
-``close()``. :func:`interleave` times all contenders round by round, reversing the order every other
-round (A B, B A, A B, ...), so a slow drift of the shared machine hits every contender alike, and
+A *section* is a module ``tools/bench_<name>.py`` with a docstring (its ``--help``),
+``add_arguments(parser)`` and ``run(args) -> result``, registered in ``benchmark.SECTIONS``. A result
+is a JSON-able dict with at least ``section``, ``markdown`` (what is printed) and ``ratios``: a list of
+:func:`ratio` dicts named ``A / B``: A's speed over B's, per round (above 1: A is faster), or
+``{"name", "skipped": reason}`` for a comparison that could not run here. ``benchmark.py report`` collects
+the ratios of every section into one table.
+
+A *contender* is anything with ``label``, ``run(mode, iters) -> timed(...)`` and ``close()``.
+:func:`interleave` times all contenders round by round, reversing the order every other round
+(A B, B A, A B, ...), so a slow drift of the shared machine hits every contender alike, and
 :func:`ratio` compares two contenders round by round (each ratio from neighbours in time) before
 taking the median.
 """
+import argparse
 import os
 import platform
 import statistics
 import sys
 import time
 
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+
+# the CIFAR networks tools/bench_torch.py writes in PyTorch; here, not there, because bench_models must
+# know them without importing torch
+TORCH_NETWORKS = ("plain", "resnet", "cross", "half", "side")
 THREAD_VARS = ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")
 # The thread variables as the user left them, recorded by benchmark.py before gluonfuse is imported.
 USER_THREAD_ENV = {}
@@ -41,17 +54,6 @@ def thread_source():
     if os.environ.get("OMP_NUM_THREADS"):
         return f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} set by gluonfuse ({visible_cores()} visible cores)"
     return "mxnet's default (half the visible cores)"
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "visible_cores": visible_cores(), "python": platform.python_version(),
-            "platform": platform.platform()}
 
 
 # ---------------------------------------------------------------- timing
@@ -130,11 +132,19 @@ def summary(values):
             "spread": (max(values) - min(values)) / med if med else 0.0, "rounds": list(values)}
 
 
-def ratio(a, b):
-    """Median of the per-round ratios a[i] / b[i], with their range."""
+def ratio(a, b, name=None):
+    """Median of the per-round ratios a[i] / b[i], with their range (and ``name`` when given)."""
     per_round = [x / y for x, y in zip(a, b)]
-    return {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
-            "rounds": per_round}
+    out = {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
+           "rounds": per_round}
+    return out if name is None else dict(out, name=name)
+
+
+def fmt_ratio(r):
+    """``1.47 (per round 1.34-1.55)``; one round has no range."""
+    if len(r["rounds"]) == 1:
+        return f"{r['median']:.2f} (1 round)"
+    return f"{r['median']:.2f} (per round {r['min']:.2f}-{r['max']:.2f})"
 
 
 # ---------------------------------------------------------------- reporting
@@ -144,6 +154,17 @@ def markdown_table(headers, rows):
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def trainer_parts():
+    """gluonfuse's own training step, initialisation, trainer and epoch loop, which the benchmarks time.
+
+    The one place tools/ imports them from: ``Step, initialize, make_trainer, TrainingPass``.
+    """
+    from gluonfuse.train.epoch import TrainingPass
+    from gluonfuse.train.step import Step, initialize, make_trainer
+
+    return Step, initialize, make_trainer, TrainingPass
 
 
 def versions():
@@ -168,3 +189,30 @@ def command_line():
 
 def log(message):
     print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the section protocol
+
+def check_counts(args, at_least_1=(), at_least_0=()):
+    """ValueError naming the first option (by its ``args`` attribute) below its minimum; None skips."""
+    for names, low in ((at_least_1, 1), (at_least_0, 0)):
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and value < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be {'at least 1' if low else '0 or more'}, "
+                                 f"got {value}")
+
+
+def section_args(module, argv):
+    """Parse ``argv`` with ``module``'s own options: how one section runs another (``report``)."""
+    parser = argparse.ArgumentParser(prog=module.__name__)
+    module.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def exec_section(name):
+    """``python tools/bench_NAME.py ARGS`` is ``python tools/benchmark.py NAME ARGS``: replace this
+    process by the latter, which imports gluonfuse before mxnet and reports errors in one line."""
+    script = os.path.join(TOOLS, "benchmark.py")
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, script, name, *sys.argv[1:]])

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Data benchmark: packing speed against MXNet's own im2rec, and reading speed of a CIFAR-size .rec.
 
 1. pack: one generated folder of photo-like JPEGs (crops of scikit-learn's sample photos) is listed
@@ -12,12 +11,12 @@
    (``gluonfuse.train.data.record_iter``): the CIFAR "+" augmentation (shuffle, random mirror and
    mean/std in ImageRecordIter, zero pad 4 + random crop in Python), a fresh iterator per epoch.
 
-    python tools/bench_data.py --images 2000            # both parts, all cores
-    python tools/bench_data.py --skip-read --threads 1
+The packing rounds alternate the two tools (--repeat); the report gives the best of each and the
+median and range of the per-round ratios.
 
-``run(args)`` (args from ``parse_args``) returns the figures as a dict; tools/benchmark.py calls it.
+    python tools/benchmark.py data --images 2000            # both parts, all cores
+    python tools/benchmark.py data --skip-read --threads 1
 """
-import argparse
 import os
 import resource
 import subprocess
@@ -25,11 +24,9 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
-sys.path.insert(0, REPO)
+import bench_common
 
-import gluonfuse  # noqa: E402,F401 - sizes mxnet's thread pool before mxnet is imported
-from gluonfuse import visible_cores  # noqa: E402
+REPO = os.path.dirname(bench_common.TOOLS)
 
 
 def mxnet_im2rec_path():
@@ -81,8 +78,11 @@ def _timed(cmd):
     return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+TOOL_LABELS = {"gluonfuse": "gluonfuse tools/im2rec", "mxnet": "mxnet im2rec.py"}
+
+
 def bench_pack(work, images, threads, flags, repeat=1):
-    """Pack the same list with both tools, ``repeat`` times in turn (best time kept).
+    """Pack the same list with both tools, ``repeat`` rounds in turn (best times kept, ratios per round).
 
     Reports the end-to-end wall time (what a user waits for) and the CPU time per image beyond the
     tool's start-up (the work itself, which a busy shared machine does not distort much).
@@ -90,36 +90,41 @@ def bench_pack(work, images, threads, flags, repeat=1):
     root = os.path.join(work, "images")
     make_folder(root, images)
     ours = [sys.executable, os.path.join(REPO, "tools", "im2rec")]
-    theirs = [sys.executable, mxnet_im2rec_path()]
-    tools = (("gluonfuse", ours), ("mxnet", theirs))
-    res = {"images": images, "threads": threads, "flags": " ".join(flags), "repeat": repeat}
-    for name, _ in tools:
+    tools = {"gluonfuse": ours, "mxnet": [sys.executable, mxnet_im2rec_path()]}
+    for name in tools:
         d = os.path.join(work, name)
         os.makedirs(d)
         subprocess.run([*ours, os.path.join(d, "p"), root, "--list", "--recursive"], check=True,
                        capture_output=True)
         with open(os.path.join(d, "empty.lst"), "w"):
             pass  # packing nothing measures the tool's fixed start-up cost
-    best = {}
+    timings = {(name, run_name): [] for name in tools for run_name in ("empty", "p")}
     for _ in range(repeat):  # alternate the tools so that a busy spell hurts both alike
-        for name, tool in tools:
-            d = os.path.join(work, name)
+        for name, tool in tools.items():
             for run_name in ("empty", "p"):
-                wall, cpu = _timed([*tool, os.path.join(d, run_name), root, *flags,
-                                    "--num-thread", str(threads)])
-                key = (name, run_name)
-                old = best.get(key, (wall, cpu))
-                best[key] = (min(wall, old[0]), min(cpu, old[1]))
-    for name, _ in tools:
-        res[f"{name}_s"] = best[(name, "p")][0]
-        res[f"{name}_startup_s"] = best[(name, "empty")][0]
+                timings[(name, run_name)].append(_timed([*tool, os.path.join(work, name, run_name), root, *flags,
+                                                         "--num-thread", str(threads)]))
+    res = {"images": images, "threads": threads, "flags": " ".join(flags), "repeat": repeat}
+    cpu_ms = {}
+    for name in tools:
+        full, empty = timings[(name, "p")], timings[(name, "empty")]
+        res[f"{name}_s"] = min(wall for wall, _ in full)
+        res[f"{name}_startup_s"] = min(wall for wall, _ in empty)
         res[f"{name}_images_per_s"] = images / res[f"{name}_s"]
-        res[f"{name}_cpu_ms_per_image"] = 1000 * max(best[(name, "p")][1] - best[(name, "empty")][1], 0) / images
-    res["ratio_end_to_end"] = res["mxnet_s"] / res["gluonfuse_s"]
-    res["ratio_cpu_per_image"] = res["mxnet_cpu_ms_per_image"] / max(res["gluonfuse_cpu_ms_per_image"], 1e-9)
-    same = all(_read(os.path.join(work, "gluonfuse", "p" + ext)) == _read(os.path.join(work, "mxnet", "p" + ext))
-               for ext in (".rec", ".idx"))
-    res["identical_output"] = same
+        cpu_ms[name] = [1000 * max(f[1] - e[1], 0) / images for f, e in zip(full, empty)]
+        res[f"{name}_cpu_ms_per_image"] = min(cpu_ms[name])
+    ours_name, theirs_name = TOOL_LABELS["gluonfuse"], TOOL_LABELS["mxnet"]
+    res["end_to_end"] = bench_common.ratio([w for w, _ in timings[("mxnet", "p")]],
+                                           [w for w, _ in timings[("gluonfuse", "p")]],
+                                           name=f"pack end to end: {ours_name} / {theirs_name}")
+    name = f"pack CPU per image: {ours_name} / {theirs_name}"
+    if min(cpu_ms["gluonfuse"]) > 0 and min(cpu_ms["mxnet"]) > 0:
+        res["cpu_per_image"] = bench_common.ratio(cpu_ms["mxnet"], cpu_ms["gluonfuse"], name=name)
+    else:
+        res["cpu_per_image"] = {"name": name, "skipped": f"{images} images cost less CPU than start-up jitter"}
+    res["identical_output"] = all(
+        _read(os.path.join(work, "gluonfuse", "p" + ext)) == _read(os.path.join(work, "mxnet", "p" + ext))
+        for ext in (".rec", ".idx"))
     return res
 
 
@@ -149,73 +154,80 @@ def bench_read(work, images, threads, epochs=2, batch_size=128):
                            seed=e, threads=threads)
 
     next(iter(epoch(0)))  # start-up and the first batch are not the steady state
-    seen = 0
-    start = time.perf_counter()
+    seen, seconds = [], []
     for e in range(epochs):
+        seen.append(0)
+        start = time.perf_counter()
         for batch in epoch(e + 1):
             batch.data[0].wait_to_read()
-            seen += batch.data[0].shape[0] - batch.pad
-    seconds = time.perf_counter() - start
+            seen[-1] += batch.data[0].shape[0] - batch.pad
+        seconds.append(time.perf_counter() - start)
     return {"images": images, "epochs": epochs, "threads": threads, "batch_size": batch_size,
-            "rec_bytes": os.path.getsize(rec), "images_per_s": seen / seconds}
+            "rec_bytes": os.path.getsize(rec), "images_per_s": sum(seen) / sum(seconds),
+            "per_epoch": bench_common.summary([n / t for n, t in zip(seen, seconds)])}
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--images", type=int, default=2000, help="images to pack (generated 375x500 JPEGs)")
-    p.add_argument("--threads", type=int, default=visible_cores(),
-                   help="--num-thread of both im2recs and preprocess_threads of the reader")
+def add_arguments(p):
+    p.add_argument("--images", type=int, default=2000, help="images to pack (generated 375x500 JPEGs; default 2000)")
+    p.add_argument("--threads", type=int, default=bench_common.visible_cores(),
+                   help="--num-thread of both im2recs and preprocess_threads of the reader (default: the "
+                        "visible cores)")
     p.add_argument("--flags", default="--resize 256 --quality 95",
-                   help="pack flags given to both im2recs")
-    p.add_argument("--read-images", type=int, default=10000, help="records in the CIFAR-size .rec")
-    p.add_argument("--epochs", type=int, default=2, help="epochs read through the trainer's pipeline")
+                   help="pack flags given to both im2recs (default '--resize 256 --quality 95')")
+    p.add_argument("--read-images", type=int, default=10000, help="records in the CIFAR-size .rec (default 10000)")
+    p.add_argument("--epochs", type=int, default=2, help="epochs read through the trainer's pipeline (default 2)")
     p.add_argument("--repeat", type=int, default=3,
-                   help="pack runs per tool, alternating; the best is kept (a shared machine is noisy)")
+                   help="pack rounds per tool, alternating; the best time is kept, the ratios are per round "
+                        "(default 3)")
     p.add_argument("--skip-pack", action="store_true")
     p.add_argument("--skip-read", action="store_true")
-    return p.parse_args(argv)
 
 
 def run(args):
-    """Both benchmarks; returns {"pack": {...}, "read": {...}}."""
-    out = {}
+    """Both benchmarks: the section result with ``pack`` and ``read`` figures."""
+    bench_common.check_counts(args, ("images", "threads", "read_images", "epochs", "repeat"))
+    res = {"section": "data"}
     with tempfile.TemporaryDirectory(prefix="bench_data_") as work:
         if not args.skip_pack:
-            out["pack"] = bench_pack(os.path.join(work, "pack"), args.images, args.threads,
+            res["pack"] = bench_pack(os.path.join(work, "pack"), args.images, args.threads,
                                      args.flags.split(), args.repeat)
         if not args.skip_read:
             os.makedirs(os.path.join(work, "read"))
-            out["read"] = bench_read(os.path.join(work, "read"), args.read_images, args.threads,
+            res["read"] = bench_read(os.path.join(work, "read"), args.read_images, args.threads,
                                      args.epochs)
-    return out
+    res["ratios"] = [res["pack"]["end_to_end"], res["pack"]["cpu_per_image"]] if "pack" in res else []
+    res["markdown"] = markdown(res)
+    return res
 
 
-def report(res):
-    lines = []
-    if "pack" in res:
-        p = res["pack"]
-        lines += [
-            f"pack {p['images']} JPEGs 375x500 ({p['flags']}, {p['threads']} threads, best of "
-            f"{p['repeat']}):",
-            f"  gluonfuse tools/im2rec : {p['gluonfuse_s']:6.2f} s  {p['gluonfuse_images_per_s']:7.1f} images/s "
-            f"(start-up {p['gluonfuse_startup_s']:.2f} s; {p['gluonfuse_cpu_ms_per_image']:.2f} ms CPU per image)",
-            f"  mxnet im2rec.py        : {p['mxnet_s']:6.2f} s  {p['mxnet_images_per_s']:7.1f} images/s "
-            f"(start-up {p['mxnet_startup_s']:.2f} s; {p['mxnet_cpu_ms_per_image']:.2f} ms CPU per image)",
-            f"  ratio gluonfuse/mxnet  : {p['ratio_end_to_end']:.2f}x end to end, "
-            f"{p['ratio_cpu_per_image']:.2f}x less CPU per image; identical output: {p['identical_output']}",
-        ]
+def _pack_markdown(p):
+    rows = [[TOOL_LABELS[name], f"{p[f'{name}_s']:.2f}", f"{p[f'{name}_startup_s']:.2f}",
+             f"{p[f'{name}_images_per_s']:.1f}", f"{p[f'{name}_cpu_ms_per_image']:.2f}"]
+            for name in ("gluonfuse", "mxnet")]
+    cpu = p["cpu_per_image"]
+    cpu_text = f"skipped: {cpu['skipped']}" if "skipped" in cpu else bench_common.fmt_ratio(cpu)
+    return [
+        f"pack {p['images']} JPEGs 375x500 ({p['flags']}, {p['threads']} threads, {p['repeat']} alternating "
+        "rounds, best time of each tool):",
+        "",
+        bench_common.markdown_table(["tool", "seconds", "start-up s", "images/s", "CPU ms per image beyond start-up"],
+                                    rows),
+        "",
+        f"- gluonfuse / mxnet, end to end: {bench_common.fmt_ratio(p['end_to_end'])}; CPU per image: {cpu_text}",
+        f"- identical output: {p['identical_output']}",
+    ]
+
+
+def markdown(res):
+    lines = _pack_markdown(res["pack"]) if "pack" in res else []
     if "read" in res:
         r = res["read"]
-        lines.append(f"read {r['images']} CIFAR-size records x {r['epochs']} epochs through the trainer's "
-                     f"pipeline (ImageRecordIter with mirror, {r['threads']} threads; then pad 4, rand crop): "
-                     f"{r['images_per_s']:.0f} images/s")
+        e = r["per_epoch"]
+        lines.append(f"- read {r['images']} CIFAR-size records x {r['epochs']} epochs through the trainer's "
+                     f"pipeline (ImageRecordIter with mirror, {r['threads']} threads; then pad 4, random crop): "
+                     f"{r['images_per_s']:.0f} images/s (per epoch {e['min']:.0f}-{e['max']:.0f})")
     return "\n".join(lines)
 
 
-def main(argv=None):
-    print(report(run(parse_args(argv))))
-
-
 if __name__ == "__main__":
-    main()
+    bench_common.exec_section("data")

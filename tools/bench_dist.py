@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Loopback scaling: one process using every core against a job of N workers sharing them (SPEC 5).
 
 Trains the same network with the same global batch twice, through the real commands:
@@ -15,31 +14,27 @@ whole job's images over rank 0's epoch time). The first epoch includes graph bui
 plus the parameter-server traffic); the figure shows what the distributed path costs. Usage (a few
 seconds per epoch at the defaults):
 
-    python tools/bench_dist.py [--network cross --depth 14 --workers 2 --batch-size 64 --images 1280
-                                --epochs 2 --data-dir DIR --json]
+    python tools/benchmark.py dist [--network cross --depth 14 --workers 2 --batch-size 64 --images 1280
+                                    --epochs 2 --data-dir DIR]
 """
-import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import bench_common
+
+REPO = os.path.dirname(bench_common.TOOLS)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--network", default="cross")
-    p.add_argument("--depth", type=int, default=14)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=64, help="global batch (split between the workers)")
-    p.add_argument("--images", type=int, default=1280, help="training images of the synthetic dataset")
-    p.add_argument("--epochs", type=int, default=2)
+def add_arguments(p):
+    p.add_argument("--network", default="cross", help="default cross")
+    p.add_argument("--depth", type=int, default=14, help="default 14")
+    p.add_argument("--workers", type=int, default=2, help="default 2")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch, split between the workers (default 64)")
+    p.add_argument("--images", type=int, default=1280, help="training images of the synthetic dataset (default 1280)")
+    p.add_argument("--epochs", type=int, default=2, help="default 2")
     p.add_argument("--data-dir", default=None, help="a prepared dataset instead of the synthetic one")
-    p.add_argument("--json", action="store_true")
-    return p.parse_args(argv)
 
 
 def _last_epoch(out_dir):
@@ -65,6 +60,7 @@ def _run(argv, out_dir, threads):
 
 
 def run(args):
+    bench_common.check_counts(args, ("workers", "batch_size", "images", "epochs"))
     with tempfile.TemporaryDirectory(prefix="bench_dist_") as tmp:
         data_dir = args.data_dir
         if data_dir is None:
@@ -75,36 +71,35 @@ def run(args):
         train = ["train", "--network", args.network, "--depth", str(args.depth), "--dataset", "bench",
                  "--data-dir", data_dir, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                  "--seed", "0", "--quiet"]
-        from gluonfuse import visible_cores
         from gluonfuse.launch import job_environment
 
-        cores = visible_cores()
+        cores = bench_common.visible_cores()
         threads_per_worker = job_environment(args.workers, 1, port=0)[1]  # the launcher's share
         single = _run(train + ["--out", os.path.join(tmp, "single")], os.path.join(tmp, "single"), cores)
         thread1 = _run(train + ["--out", os.path.join(tmp, "thread1")], os.path.join(tmp, "thread1"), 1)
         job = _run(["launch", "-n", str(args.workers), "-s", "1", "--", sys.executable, "-m", "gluonfuse", *train,
                     "--out", os.path.join(tmp, "job"), "--kvstore", "dist_sync"], os.path.join(tmp, "job"), None)
-    return {"network": f"{args.network}_d{args.depth}", "batch_size": args.batch_size, "cores": cores,
-            "workers": args.workers, "threads_per_worker": threads_per_worker,
-            "single": single, "thread1": thread1, "job": job,
-            "ratio": job["images_per_sec"] / single["images_per_sec"]}
+    res = {"section": "dist", "network": f"{args.network}_d{args.depth}", "batch_size": args.batch_size,
+           "cores": cores, "workers": args.workers, "threads_per_worker": threads_per_worker,
+           "single": single, "thread1": thread1, "job": job,
+           "ratios": [bench_common.ratio([job["images_per_sec"]], [single["images_per_sec"]],
+                                         name=f"dist: {args.workers}-worker job / 1 process")]}
+    res["markdown"] = markdown(res)
+    return res
 
 
-def report(res):
+def markdown(res):
+    rows = [[f"1 process, {res['cores']} threads", f"{res['single']['images_per_sec']:.1f}"],
+            [f"{res['workers']} workers x {res['threads_per_worker']} thread(s), dist_sync",
+             f"{res['job']['images_per_sec']:.1f}"],
+            ["(1 process, 1 thread)", f"{res['thread1']['images_per_sec']:.1f}"]]
     return "\n".join([
         f"loopback scaling, {res['network']}, global batch {res['batch_size']}, {res['cores']} cores, last epoch",
-        f"  1 process, {res['cores']} threads                {res['single']['images_per_sec']:8.1f} images/s",
-        f"  {res['workers']} workers x {res['threads_per_worker']} thread(s), dist_sync   "
-        f"{res['job']['images_per_sec']:8.1f} images/s",
-        f"  (1 process, 1 thread               {res['thread1']['images_per_sec']:8.1f} images/s)",
-        f"  job / single                       {res['ratio']:8.3f}"])
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    res = run(args)
-    print(json.dumps(res, indent=2) if args.json else report(res))
+        "",
+        bench_common.markdown_table(["run", "images/s"], rows),
+        "",
+        f"- job / single: {res['ratios'][0]['median']:.3f} (one run each)"])
 
 
 if __name__ == "__main__":
-    main()
+    bench_common.exec_section("dist")

@@ -21,7 +21,6 @@ Contenders (--against, comma-separated; 'auto' picks what exists for --network):
 --threads-check instead compares mxnet's default thread pool (OMP_NUM_THREADS unset: half the cores)
 with gluonfuse's (every core), each in its own subprocess.
 """
-import argparse
 import importlib.util
 import json
 import os
@@ -29,16 +28,17 @@ import subprocess
 import sys
 
 import bench_common
+import bench_machine
 
 TORCH_VARIANTS = {"torch": "eager", "torch-cl": "channels_last", "torch-compile": "compile"}
-# the networks tools/bench_torch.py writes in PyTorch
-TORCH_NETWORKS = ("plain", "resnet", "cross", "half", "side")
 TORCH_HINT = "torch is not installed (pip install torch==2.13.0, the 'bench' extra)"
 # gluonfuse network -> the gluoncv model of the same architecture, by depth (widen 1 only)
 GLUONCV_COUNTERPARTS = {"resnet": {20: "cifar_resnet20_v1", 56: "cifar_resnet56_v1", 110: "cifar_resnet110_v1"}}
 # networks that get the residual network of the same depth (about the same parameters) under 'auto'
 RESIDUAL_BASELINE = ("cross", "half", "side")
 WORKER_TAG = "@@bench "
+# `benchmark.py --serve-contender JOB` serves one contender in its own process (WorkerContender)
+SERVE_CONTENDER = "--serve-contender"
 
 
 def add_arguments(parser):
@@ -67,9 +67,7 @@ def add_arguments(parser):
                      help="run a round again when other processes kept more cores than this busy "
                           "(a shared machine; default: keep every round)")
     run.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="no per-round progress on stderr")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: serve one contender over stdin
 
 
 # ---------------------------------------------------------------- contender descriptions
@@ -193,9 +191,9 @@ class GluonContender:
         import mxnet as mx
         from mxnet import gluon
 
-        from gluonfuse.train.step import Step, initialize, make_trainer
         from gluonfuse.train.metrics import as_outputs
 
+        Step, initialize, make_trainer, _ = bench_common.trainer_parts()
         self.desc, self.label, self.net = desc, desc["label"], net
         self.mx, self.as_outputs = mx, as_outputs
         ctxs = [getattr(mx, ctx_kind)(i) for i in ctx_ids]
@@ -294,8 +292,8 @@ def skip_reason(desc, ctx_kind):
     if ctx_kind != "cpu":
         return "the PyTorch rows run on the CPU only"
     spec = _spec(desc["network"], desc["kwargs"])
-    if spec.network not in TORCH_NETWORKS or not hasattr(spec, "blocks"):
-        return f"no PyTorch version of {spec.name} (written: CIFAR {', '.join(TORCH_NETWORKS)})"
+    if spec.network not in bench_common.TORCH_NETWORKS or not hasattr(spec, "blocks"):
+        return f"no PyTorch version of {spec.name} (written: CIFAR {', '.join(bench_common.TORCH_NETWORKS)})"
     return None
 
 
@@ -336,8 +334,7 @@ class WorkerContender:
     def __init__(self, desc, setup, env):
         self.desc, self.label = desc, desc["label"]
         job = dict(setup, desc=desc)
-        cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmark.py"),
-               "models", "--worker", json.dumps(job)]
+        cmd = [sys.executable, os.path.join(bench_common.TOOLS, "benchmark.py"), SERVE_CONTENDER, json.dumps(job)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._reply()
 
@@ -408,18 +405,8 @@ def _modes(text):
     return modes
 
 
-def _check_counts(args):
-    for name in ("batch_size", "rounds", "iters"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup must be 0 or more, got {args.warmup}")
-
-
 def run(args):
-    if args.worker:
-        return worker_main(json.loads(args.worker))
-    _check_counts(args)
+    bench_common.check_counts(args, ("batch_size", "rounds", "iters"), ("warmup",))
     modes = _modes(args.modes)
     ctx_kind, ctx_ids = _contexts(args)
     if ctx_kind == "gpu":
@@ -438,18 +425,12 @@ def run(args):
     else:
         contenders, skipped = _start(descs, setup, not args.in_process, say)
     try:
-        results, discarded = bench_common.interleave(contenders, modes, args.rounds, args.iters, args.batch_size, log=say,
-                                          max_other_load=args.max_other_load)
-        report = _report(args, setup, contenders, skipped, results, discarded)
+        results, discarded = bench_common.interleave(contenders, modes, args.rounds, args.iters, args.batch_size,
+                                                     log=say, max_other_load=args.max_other_load)
+        return _report(args, setup, contenders, skipped, results, discarded)
     finally:
         for c in contenders:
             c.close()
-    print(report["markdown"])
-    if args.json:
-        from gluonfuse.io import write_json
-
-        write_json(args.json, report)
-    return 0
 
 
 def _start(descs, setup, isolate, say):
@@ -492,21 +473,25 @@ def _threads_check_contenders(desc, setup, say):
     return out
 
 
-def _report(args, setup, contenders, skipped, results, discarded):
-    modes = setup["modes"]
-    first = contenders[0].label
-    rows, table = [], []
-    for c in contenders:
-        row = {"label": c.label, "params": c.params()}
-        for mode in modes:
-            rec = results[c.label][mode]
-            row[mode] = bench_common.summary(rec["images_per_sec"])
-            row[mode]["cores_busy"] = bench_common.summary(rec["cores_busy"])["median"]
-            row[mode]["other_load"] = bench_common.summary(rec["other_load"]) if rec["other_load"] else None
-            row[mode]["first_over_this"] = bench_common.ratio(results[first][mode]["images_per_sec"],
-                                                              rec["images_per_sec"])
-        rows.append(row)
-        cells = [c.label, f"{row['params']:,}"]
+def _row(contender, results, first, modes):
+    row = {"label": contender.label, "params": contender.params()}
+    for mode in modes:
+        rec = results[contender.label][mode]
+        row[mode] = bench_common.summary(rec["images_per_sec"])
+        row[mode]["cores_busy"] = bench_common.summary(rec["cores_busy"])["median"]
+        row[mode]["other_load"] = bench_common.summary(rec["other_load"]) if rec["other_load"] else None
+        row[mode]["first_over_this"] = bench_common.ratio(results[first][mode]["images_per_sec"],
+                                                          rec["images_per_sec"])
+    return row
+
+
+def _table(rows, skipped, modes):
+    headers = ["contender", "params"]
+    for mode in modes:
+        headers += [f"{mode} img/s", "spread", "cores", "row 1 / row"]
+    table = []
+    for row in rows:
+        cells = [row["label"], f"{row['params']:,}"]
         for mode in modes:
             r = row[mode]
             cells += [f"{r['median']:.1f}", f"{100 * r['spread']:.0f}%", f"{r['cores_busy']:.2f}",
@@ -514,41 +499,63 @@ def _report(args, setup, contenders, skipped, results, discarded):
         table.append(cells)
     for s in skipped:
         table.append([s.label, "", f"skipped: {s.reason}"] + [""] * (4 * len(modes) - 1))
-    headers = ["contender", "params"]
-    for mode in modes:
-        headers += [f"{mode} img/s", "spread", "cores", "row 1 / row"]
+    return bench_common.markdown_table(headers, table)
+
+
+def _threads_text(args, contenders):
     if args.threads_check:
-        threads = "; ".join(f"{c.label}: {c.info['threads']} OpenMP thread(s)" for c in contenders)
-    else:
-        threads = f"mxnet: {bench_common.thread_count()} OpenMP threads ({bench_common.thread_source()})"
-        if any(c.desc["kind"] == "torch" for c in contenders):
-            threads += f"; PyTorch: torch.set_num_threads({bench_common.thread_count()})"
-    m = bench_common.machine()
+        return "; ".join(f"{c.label}: {c.info['threads']} OpenMP thread(s)" for c in contenders)
+    text = f"mxnet: {bench_common.thread_count()} OpenMP threads ({bench_common.thread_source()})"
+    if any(c.desc["kind"] == "torch" for c in contenders):
+        text += f"; PyTorch: torch.set_num_threads({bench_common.thread_count()})"
+    return text
+
+
+def _noise_line(contenders, results, discarded):
+    other = [v for c in contenders for rec in results[c.label].values() for v in rec["other_load"]]
+    if not other:
+        return None
+    med = bench_common.summary(other)["median"]
+    return (f"- noise: other processes kept {med:.2f} cores busy during the timed steps (median; max {max(other):.2f})"
+            + (f"; {discarded} busier round(s) discarded" if discarded else "")
+            + (": figures are disturbed, rerun when the machine is quieter" if med > 0.25 else ""))
+
+
+def _report(args, setup, contenders, skipped, results, discarded):
+    modes = setup["modes"]
+    first = contenders[0].label
+    rows = [_row(c, results, first, modes) for c in contenders]
+    ratios = [dict(row[mode]["first_over_this"], name=f"{mode}: {first} / {row['label']}")
+              for row in rows[1:] for mode in modes]
+    ratios += [{"name": f"{first} / {s.label}", "skipped": s.reason} for s in skipped]
+    threads = _threads_text(args, contenders)
+    cpu = bench_machine.cpu()["model"]
     ctx = f"{setup['ctx_kind']} {','.join(map(str, setup['ctx_ids']))}"
     lines = [
-        f"{m['cpu']}, {m['visible_cores']} visible cores; contexts: {ctx}; batch {args.batch_size}; "
+        f"{cpu}, {bench_common.visible_cores()} visible cores; contexts: {ctx}; batch {args.batch_size}; "
         f"{args.rounds} rounds x {args.iters} steps per mode (after {args.warmup} warm-up steps); "
         f"{'all contenders in one process' if args.in_process else 'each contender in its own process'}",
         f"threads: {threads}",
         "",
-        bench_common.markdown_table(headers, table),
+        _table(rows, skipped, modes),
         "",
     ]
     for row in rows[1:]:
         for mode in modes:
             r = row[mode]["first_over_this"]
-            lines.append(f"- {mode}: {first} runs at {r['median']:.2f}x {row['label']} "
-                         f"(per-round ratios {r['min']:.2f}-{r['max']:.2f}; params {rows[0]['params']:,} vs {row['params']:,})")
-    other = [v for c in contenders for rec in results[c.label].values() for v in rec["other_load"]]
-    if other:
-        med = bench_common.summary(other)["median"]
-        lines.append(f"- noise: other processes kept {med:.2f} cores busy during the timed steps "
-                     f"(median; max {max(other):.2f})"
-                     + (f"; {discarded} busier round(s) discarded" if discarded else "")
-                     + (": figures are disturbed, rerun when the machine is quieter" if med > 0.25 else ""))
-    return {"section": "models", "command": bench_common.command_line(), "machine": m,
+            lines.append(f"- {mode}: {first} runs at {r['median']:.2f}x {row['label']} (per-round ratios "
+                         f"{r['min']:.2f}-{r['max']:.2f}; params {rows[0]['params']:,} vs {row['params']:,})")
+    noise = _noise_line(contenders, results, discarded)
+    if noise:
+        lines.append(noise)
+    return {"section": "models", "command": bench_common.command_line(),
+            "machine": {"cpu": cpu, "visible_cores": bench_common.visible_cores()},
             "versions": bench_common.versions(), "threads": threads, "contexts": ctx,
             "batch_size": args.batch_size, "rounds": args.rounds, "iters": args.iters, "warmup": args.warmup,
-            "modes": modes, "contenders": rows, "discarded_rounds": discarded,
+            "modes": modes, "contenders": rows, "discarded_rounds": discarded, "ratios": ratios,
             "skipped": [{"label": s.label, "reason": s.reason} for s in skipped],
             "markdown": "\n".join(lines)}
+
+
+if __name__ == "__main__":
+    bench_common.exec_section("models")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_models import TORCH_NETWORKS as NETWORKS  # the networks written here
+from bench_common import TORCH_NETWORKS as NETWORKS
 
 
 def conv_unit(kin, kout, kernel, stride, relu):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Training throughput, three ways, side by side in one process on the same network and batch.
 
   pipeline  gluonfuse's training pass (gluonfuse.train.epoch.TrainingPass): ImageRecordIter decoding
@@ -10,29 +9,25 @@
             (forward_backward, update, accuracy metric) from ImageRecordIter with C++ padding,
             crop and mirror, NAG and the same initialisation.
 
-Prints images/s for each and the ratios pipeline/bare (target >= 0.9) and pipeline/module (target
->= 1.0). Usage (a few seconds per case at the defaults):
+The cases alternate --repeat rounds; the table gives each case's best images/s, and the ratios
+pipeline/bare (target >= 0.9) and pipeline/module (target >= 1.0) are the medians of the per-round
+ratios, with their range. Usage (a few seconds per case at the defaults):
 
-    python tools/bench_train.py [--network cross --depth 14 --batch-size 64 --batches 12 --cpus 1 --json]
+    python tools/benchmark.py train [--network cross --depth 14 --batch-size 64 --batches 12 --cpus 1 --repeat 3]
 """
-import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import gluonfuse  # noqa: E402,F401 - sizes the OpenMP pool before mxnet is imported
+import bench_common
 
 
 def _setup(args, contexts):
     import mxnet as mx
 
     from gluonfuse.models import get_model
-    from gluonfuse.train.step import Step, initialize, make_trainer
 
+    Step, initialize, make_trainer, _ = bench_common.trainer_parts()
     mx.random.seed(0)
     net = initialize(get_model(args.network, depth=args.depth, classes=10), contexts)
     net.hybridize(static_alloc=True, static_shape=True)
@@ -44,8 +39,8 @@ def bench_pipeline(args, contexts, data_dir, mean, std):
     import itertools
 
     from gluonfuse.train.data import record_iter
-    from gluonfuse.train.epoch import TrainingPass
 
+    TrainingPass = bench_common.trainer_parts()[3]
     net, step = _setup(args, contexts)
     rec = os.path.join(data_dir, "train.rec")
     training_pass = TrainingPass(step, 10, source=rec)
@@ -128,20 +123,25 @@ def bench_module(args, contexts, data_dir, mean, std):
     return run(args.batches, iterator(2))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--network", default="cross")
-    parser.add_argument("--depth", type=int, default=14)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=12, help="timed batches per case")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--cpus", type=int, default=1, help="CPU contexts")
-    parser.add_argument("--threads", type=int, default=2, help="decoding threads")
-    parser.add_argument("--data-dir", default=None, help="a prepared dataset (default: generated patterns)")
-    parser.add_argument("--repeat", type=int, default=1, help="alternate the cases this many times; best kept")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+CASES = {"pipeline": bench_pipeline, "bare": bench_bare, "module": bench_module}
 
+
+def add_arguments(parser):
+    parser.add_argument("--network", default="cross", help="default cross")
+    parser.add_argument("--depth", type=int, default=14, help="default 14")
+    parser.add_argument("--batch-size", type=int, default=64, help="default 64")
+    parser.add_argument("--batches", type=int, default=12, help="timed batches per case (default 12)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches first (default 3)")
+    parser.add_argument("--cpus", type=int, default=1, help="CPU contexts (default 1)")
+    parser.add_argument("--threads", type=int, default=2, help="decoding threads (default 2)")
+    parser.add_argument("--data-dir", default=None, help="a prepared dataset (default: generated patterns)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds: the cases alternate this many times; best images/s kept, ratios per "
+                             "round (default 1)")
+
+
+def _measure(args):
+    """images/s of every case in every round: ``{case: [round 1, round 2, ...]}``."""
     import mxnet as mx
 
     from gluonfuse.data.meta import read_meta
@@ -157,27 +157,40 @@ def main(argv=None):
             write_pattern_dataset(tmp, classes=10, train_per_class=per_class, test_per_class=1)
         meta = read_meta(data_dir)
         mean, std = normalisation(meta.get("name", ""), meta)
-        results = {"pipeline": 0.0, "bare": 0.0, "module": 0.0}
-        cases = {"pipeline": bench_pipeline, "bare": bench_bare, "module": bench_module}
+        rounds = {name: [] for name in CASES}
         for _ in range(args.repeat):
-            for name, fn in cases.items():
-                results[name] = max(results[name], fn(args, contexts, data_dir, mean, std))
-    report = {"network": f"{args.network}_d{args.depth}", "batch_size": args.batch_size,
-              "contexts": len(contexts), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-              "images_per_sec": {k: round(v, 1) for k, v in results.items()},
-              "pipeline_over_bare": round(results["pipeline"] / results["bare"], 3),
-              "pipeline_over_module": round(results["pipeline"] / results["module"], 3)}
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(f"train throughput, {report['network']}, batch {args.batch_size}, {len(contexts)} context(s), "
-              f"OMP_NUM_THREADS={report['omp_threads']}")
-        for k, v in report["images_per_sec"].items():
-            print(f"  {k:<9} {v:8.1f} images/s")
-        print(f"  pipeline / bare   {report['pipeline_over_bare']:.3f}  (target >= 0.9)")
-        print(f"  pipeline / module {report['pipeline_over_module']:.3f}  (target >= 1.0)")
-    return report
+            for name, fn in CASES.items():
+                rounds[name].append(fn(args, contexts, data_dir, mean, std))
+    return rounds
+
+
+def run(args):
+    bench_common.check_counts(args, ("batch_size", "batches", "cpus", "threads", "repeat"), ("warmup",))
+    rounds = _measure(args)
+    best = {k: max(v) for k, v in rounds.items()}
+    result = {"section": "train", "network": f"{args.network}_d{args.depth}", "batch_size": args.batch_size,
+              "contexts": args.cpus, "omp_threads": os.environ.get("OMP_NUM_THREADS"), "repeat": args.repeat,
+              "images_per_sec": {k: round(v, 1) for k, v in best.items()}, "rounds": rounds,
+              "ratios": [bench_common.ratio(rounds["pipeline"], rounds[other], name=f"train: pipeline / {other}")
+                         for other in ("bare", "module")]}
+    result["markdown"] = markdown(result)
+    return result
+
+
+def markdown(res):
+    rows = [[name, f"{res['images_per_sec'][name]:.1f}", ", ".join(f"{v:.1f}" for v in res["rounds"][name])]
+            for name in CASES]
+    bare, module = res["ratios"]
+    return "\n".join([
+        f"train throughput, {res['network']}, batch {res['batch_size']}, {res['contexts']} context(s), "
+        f"OMP_NUM_THREADS={res['omp_threads']}, {res['repeat']} alternating round(s)",
+        "",
+        bench_common.markdown_table(["case", "best images/s", "per round"], rows),
+        "",
+        f"- pipeline / bare: {bench_common.fmt_ratio(bare)} (target >= 0.9)",
+        f"- pipeline / module: {bench_common.fmt_ratio(module)} (target >= 1.0)",
+    ])
 
 
 if __name__ == "__main__":
-    main()
+    bench_common.exec_section("train")
