@@ -15,7 +15,7 @@ from gluonfuse import __version__
 from gluonfuse.errors import GluonfuseError
 
 # One module per area; each exposes COMMANDS, a list of click commands.
-_COMMAND_MODULES = ["models", "data", "train", "viz", "launch", "analyze"]
+_COMMAND_MODULES = ["models", "data", "train", "viz", "launch", "analyze", "deploy"]
 
 
 class _GuardedGroup(click.Group):

@@ -177,6 +177,20 @@ def _layers(part):
     return len(part) if isinstance(part, nn.HybridSequential) else 1
 
 
+def _conv_first(x, branch):
+    """``branch + x`` (just ``x`` when the branch was removed): a convolution branch as the LEFT operand.
+
+    The sum is the same either way (addition commutes exactly in floating point), but mxnet 1.9.1's
+    MKLDNN conv+sum fusion must swap the operands of ``x + conv(...)`` when ``x`` does not lie on
+    the convolution's own input path, and that swap corrupts the graph's shape bookkeeping:
+    ``HybridBlock.optimize_for(x, backend='MKLDNN')`` then fails ("Shape inconsistent, Provided =
+    [32,16,1,1], inferred shape=(32,16,3,3)" on cross 56; half fails the same way). The smallest
+    failing graph is ``v + BN(conv(y))`` with ``v`` a second input; ``BN(conv(y)) + v`` fuses.
+    tests/test_deploy.py checks that cross and half fuse.
+    """
+    return x if branch is None else branch + x
+
+
 class ResidualBlock(StagedBlock, nn.HybridBlock):
     """resnet: ReLU(zero(x) + two(x)); removing ``residual`` leaves ReLU(zero(x))."""
 
@@ -225,10 +239,12 @@ class InceptionLikeBlock(StagedBlock, nn.HybridBlock):
     def forward_without(self, F, state, removed=()):
         (x,) = state
         terms = [getattr(self, f"two_{s}")(x) for s in self.BRANCHES if s not in removed]
-        if self.identity:
-            terms.append(_short(self.short, x))
-        if not terms:
+        if not terms and not self.identity:
             raise ValueError("a side block needs one of its two branches")
+        if self.identity:
+            # shortcut + (two_a + two_b): the same sum, bit for bit, as (two_a + two_b) + shortcut
+            # (addition commutes exactly), written so that MKLDNN fuses it (see _conv_first)
+            terms = [_short(self.short, x)] + ([_sum(terms)] if terms else [])
         return (relu(F, _sum(terms)),)
 
     def paths(self, polys, removed=()):
@@ -268,9 +284,9 @@ class MergeRunBlock(StagedBlock, nn.HybridBlock):
         da = None if "a" in removed else self.two_a(a)
         db = None if "b" in removed else self.two_b(b)
         if self.last:
-            return (relu(F, _sum([t for t in (m, da, db) if t is not None])),)
-        return (relu(F, m + da) if da is not None else relu(F, m),
-                relu(F, m + db) if db is not None else relu(F, m))
+            # db + (da + m): bit for bit the authors' m + da + db (addition commutes exactly)
+            return (relu(F, _conv_first(_conv_first(m, da), db)),)
+        return relu(F, _conv_first(m, da)), relu(F, _conv_first(m, db))
 
     def paths(self, polys, removed=()):
         # the two streams count as separate inputs (the first block reads the stem output twice)
