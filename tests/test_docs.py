@@ -277,3 +277,20 @@ def test_markdown_links_resolve(page):
             elif anchor and path.endswith(".md") and anchor not in anchors(path):
                 bad.append(target)
     assert not bad, f"{page}: links that do not resolve: {bad}"
+
+
+def test_no_citation_leaves_the_repository():
+    # code and README cite docs/ (or a paper or the authors' code), never a document a clone lacks
+    outside = re.compile(r"\bSPEC\b|notes/README-families|HELPERS\.md")
+    here = os.path.abspath(__file__)
+    bad = []
+    for path in _repository_text_files():
+        if os.path.abspath(path) == here:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (UnicodeDecodeError, OSError):
+            continue
+        bad += [f"{os.path.relpath(path, REPO)}:{i}" for i, line in enumerate(lines, 1) if outside.search(line)]
+    assert not bad, f"citations of documents outside the repository: {bad}"

@@ -3,7 +3,7 @@
 Each family with removable branches is checked on a small instance against references built
 independently of the views code: removing nothing is the network itself (imperative and
 hybridized), removing one branch changes the output and equals the network written out by hand
-from SPEC with that branch deleted, and the path counts equal a dynamic program over the exported
+from docs/networks.md with that branch deleted, and the path counts equal a dynamic program over the exported
 symbol graph (paths from ``data`` to the output, conv and Dense operators counted as layers).
 """
 import collections
@@ -198,7 +198,7 @@ def test_removing_nothing_is_the_network_and_removing_a_branch_changes_it(family
 
 
 def _preact_by_hand(net, x, removed):
-    """A pre-activation ResNet from SPEC 4, block by block, with the residuals in ``removed`` deleted."""
+    """A pre-activation ResNet from docs/networks.md#pre-activation-resnets, block by block, with the residuals in ``removed`` deleted."""
     x = net.stem(x)
     for s, stage in enumerate(net.stages, start=1):
         for j in range(len(stage)):
@@ -230,7 +230,7 @@ def test_preact_lesion_leaves_the_shortcut(network, kwargs):
 
 
 def _ror_by_hand(net, x, removed):
-    """RoR-3 from SPEC 3 with the net's units; a removed residual or shortcut leaves its sum, a kept
+    """RoR-3 from docs/networks.md#ror-levels with the net's units; a removed residual or shortcut leaves its sum, a kept
     residual is scaled by its survival probability (stochastic depth at test time)."""
     n = net.spec.blocks
     survivals = iter(net.spec.survivals())

@@ -1,4 +1,4 @@
-"""Loopback scaling: one process using every core against a job of N workers sharing them (SPEC 5).
+"""Loopback scaling: one process using every core against a job of N workers sharing them (docs/mxnet-notes.md#ps-lite-on-loopback).
 
 Trains the same network with the same global batch twice, through the real commands:
 

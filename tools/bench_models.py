@@ -198,13 +198,13 @@ class GluonContender:
         self.mx, self.as_outputs = mx, as_outputs
         ctxs = [getattr(mx, ctx_kind)(i) for i in ctx_ids]
         mx.random.seed(seed)
-        # SPEC 1.6 initialisation; it does not change the speed, but keeps the runs comparable
+        # the recipes' initialisation (docs/recipes.md#initialisation); it does not change the speed, but keeps the runs comparable
         initialize(net, ctxs)
         net.hybridize(static_alloc=True, static_shape=True)
         x, y = _batch(batch_size, input_shape, classes, seed)
         self.xs = gluon.utils.split_and_load(mx.nd.array(x), ctxs, even_split=False)
         self.ys = gluon.utils.split_and_load(mx.nd.array(y), ctxs, even_split=False)
-        # the trainer's step: forward, loss, backward and the NAG update of the recipe (SPEC 1.6)
+        # the trainer's step: forward, loss, backward and the NAG update of the recipe (docs/recipes.md#fusion)
         self.step = Step(net, make_trainer(net, "nag", 0.1, 1e-4, 0.9, "device"), ctxs)
         self.batch_size = batch_size
 

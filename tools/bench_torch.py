@@ -1,6 +1,6 @@
 """The CIFAR fusion networks written in PyTorch, for the benchmark's PyTorch rows.
 
-Built from a gluonfuse ``FusionSpec`` (blocks per stage, widths), unit for unit as SPEC 1.1-1.3, so
+Built from a gluonfuse ``FusionSpec`` (blocks per stage, widths), unit for unit as docs/networks.md#deeply-fused-nets describes, so
 the architecture and the trainable-parameter count are the same as gluonfuse's (tests check it).
 BatchNorm momentum 0.1 in PyTorch's convention is mxnet's 0.9. Only the benchmark uses this module;
 it needs ``torch`` (the ``bench`` extra).
@@ -107,7 +107,7 @@ class FusionNet(nn.Module):
         self.blocks = nn.Sequential(*blocks)  # a MergeRun block passes the (a, b) pair along
         self.fc = nn.Linear(w[2], spec.classes)
         for m in self.modules():
-            # SPEC 1.6: Xavier gaussian 'in' magnitude 2 (= He normal) for convs, Xavier uniform for the Dense
+            # docs/recipes.md#initialisation: Xavier gaussian 'in' magnitude 2 (= He normal) for convs, Xavier uniform for the Dense
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             elif isinstance(m, nn.Linear):

@@ -14,7 +14,7 @@ A section is a module ``tools/bench_<section>.py`` with a docstring (its help), 
 and ``run(args)``, which returns its figures with their Markdown rendering (bench_common explains the
 result); add it to ``SECTIONS``. This file prints the Markdown, or the JSON with ``--json``. Sections
 import mxnet inside ``run``, never at the top: this file imports gluonfuse first, and gluonfuse sizes
-mxnet's OpenMP pool to every core only if it is imported before mxnet (SPEC 5). The contenders of a
+mxnet's OpenMP pool to every core only if it is imported before mxnet (docs/mxnet-notes.md#openmp-threads). The contenders of a
 section take turns (interleaved rounds, median of the per-round ratios), because the machine is shared
 and its speed drifts; ``models`` runs each in its own process.
 """

@@ -1,6 +1,6 @@
 """``meta.json`` of a prepared dataset directory: building it, reading and checking it.
 
-The contract (HELPERS.md) the trainer relies on::
+The contract the trainer relies on (docs/datasets.md#dataset-metadata)::
 
     {"name", "num_classes", "classes", "image_shape": [C, H, W],
      "mean": [r, g, b], "std": [r, g, b],          # training split, per channel, 0..255, RGB

@@ -8,7 +8,7 @@ from mxnet.gluon import nn
 
 from gluonfuse.models.views import StagedBlock, plus, shift
 
-# The authors' BatchNorm: momentum 0.9, eps 2e-5, learnable gamma and beta (SPEC 1.1).
+# The authors' BatchNorm: momentum 0.9, eps 2e-5, learnable gamma and beta (docs/networks.md#fusion-units).
 BN_MOMENTUM = 0.9
 BN_EPS = 2e-5
 
@@ -29,10 +29,10 @@ def batch_norm(in_channels, prefix="bn_"):
 
 
 class ConvUnit(nn.HybridBlock):
-    """Conv (no bias) -> [Dropout] -> BatchNorm -> optional ReLU: the conv unit of SPEC 1.1.
+    """Conv (no bias) -> [Dropout] -> BatchNorm -> optional ReLU: the conv unit of docs/networks.md#fusion-units.
 
     ``pad`` defaults to ``kernel // 2`` ("same" for odd kernels). ``dropout`` > 0 puts Dropout between
-    the conv and the BatchNorm, FractalNet's order (SPEC 2); it is the identity at inference.
+    the conv and the BatchNorm, FractalNet's order (docs/networks.md#fractalnet); it is the identity at inference.
     """
 
     def __init__(self, in_channels, channels, kernel, stride=1, pad=None, relu=True, dropout=0.0, **kwargs):
@@ -109,7 +109,7 @@ class Chain(nn.HybridBlock):
 
 
 class PreActResidual(StagedBlock, nn.HybridBlock):
-    """A pre-activation residual block: shortcut + residual, no ReLU after the add (SPEC 4).
+    """A pre-activation residual block: shortcut + residual, no ReLU after the add (docs/networks.md#pre-activation-resnets).
 
     The shortcut is the identity, or a 1x1 conv (stride, no BN) when the width or the resolution
     changes; a projecting shortcut takes the pre-activated input, computed once for both paths.
@@ -175,7 +175,7 @@ def projection(in_channels, channels, stride, prefix="proj_"):
     return nn.Conv2D(channels, 1, strides=stride, use_bias=False, in_channels=in_channels, prefix=prefix)
 
 
-# ---------------------------------------------------------------- stochastic layers (SPEC 5)
+# ---------------------------------------------------------------- stochastic layers (docs/mxnet-notes.md#randomness-under-hybridize)
 #
 # Inside a hybridized block, Python randomness and `autograd.is_training()` branches freeze at the first
 # trace. Every random decision below is therefore made by `F.Dropout` on a tensor of ones: Dropout
@@ -248,7 +248,7 @@ class MeanJoin(nn.HybridBlock):
 
 
 class DropPathJoin(nn.HybridBlock):
-    """FractalNet's join with drop-path: the mean of the inputs that survive (SPEC 2).
+    """FractalNet's join with drop-path: the mean of the inputs that survive (docs/networks.md#drop-path).
 
     ``forward(ctrl, *xs)`` -> ``(mean, mask)``. ``ctrl`` has shape (k+1,): a global flag (1 in a
     global-drop-path pass, always 0 at inference) and, per input, 1 if it comes from the column

@@ -1,4 +1,4 @@
-"""FractalNet: ultra-deep networks without residuals, with drop-path (SPEC 2).
+"""FractalNet: ultra-deep networks without residuals, with drop-path (docs/networks.md#fractalnet).
 
 Paper: Larsson, Maire, Shakhnarovich, "FractalNet: Ultra-Deep Neural Networks without Residuals"
 (ICLR 2017, arXiv 1605.07648). Original code: gustavla/fractalnet (Caffe layers ``FractalJoin`` and
@@ -36,11 +36,11 @@ Deviations from the paper and the authors' code:
 * Parameters: the released layout (C = 3, B = 5, widths 64, 128, 256, 512, 512, conv without bias)
   has 33,724,618 trainable parameters for 10 classes (33,770,788 for 100). The paper prints 38.6M for
   the 20-layer net and 22.9M for the 40-layer one; neither is reproducible from any released layout
-  (the same widths at C = 4 give 76,106,634). We follow the released layout (SPEC 2).
+  (the same widths at C = 4 give 76,106,634). We follow the released layout (docs/anchors.md#fractalnet-parameters).
 * The classifier is global average pool -> Dense; on the 1x1 map of B = 5 blocks this is exactly the
   authors' Dense on the flattened map, and it keeps other block counts (smaller B) well defined.
 * The last row's joins of the recursive rule (a 2-way join inside a 3-way one) are one k-way mean
-  join, as SPEC 2's flattened wiring says, so every column has weight 1/k there.
+  join, as the flattened wiring says (docs/networks.md#fractal-wiring), so every column has weight 1/k there.
 * In a global pass, joins off the chosen column's path (their output is discarded downstream) use
   local masks instead of producing nothing, so BatchNorm running statistics never see zeros.
 """

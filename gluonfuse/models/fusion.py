@@ -4,7 +4,7 @@ Papers: Wang et al., "Deeply-Fused Nets" (arXiv 1605.07716); Zhao et al., "On th
 Fusion to Ensembling" (arXiv 1611.07718, IJCAI 2018 "Deep Convolutional Neural Networks with
 Merge-and-Run Mappings"). Original code: zlmzju/fusenet (MXNet symbol API, Python 2).
 
-Networks (SPEC 1.3): ``plain``, ``resnet``, ``cross`` (DFN-MR, merge-and-run), ``half`` (DFN-IL),
+Networks (docs/networks.md#fusion-blocks): ``plain``, ``resnet``, ``cross`` (DFN-MR, merge-and-run), ``half`` (DFN-IL),
 ``side`` (DFN-IL without identity), ``fuse3``/``fuse6`` (deep-and-shallow fusion) and ``ensemble``
 (the 8 weight-sharing single-path members of ``fuse3``).
 
@@ -13,7 +13,7 @@ Networks (SPEC 1.3): ``plain``, ``resnet``, ``cross`` (DFN-MR, merge-and-run), `
 and blocks are dealt to the stages by :func:`blocks_per_stage`. The longest path of cross/half/side
 is therefore ``2 + 2 * sum(blocks)``: DFN-MR1 (cross 110) is 56 layers deep.
 
-Deviations from the authors' code: none in structure or parameter count (checked against SPEC's
+Deviations from the authors' code: none in structure or parameter count (checked against the
 anchors by the tests). The code is one net class with blocks named in a table, instead of a
 subclass per network, and Python 3 integer division is explicit.
 """
@@ -116,7 +116,7 @@ class FusionSpec:
                 "widths": self.widths, "longest_path": self.longest_path()}
 
 
-# ---------------------------------------------------------------- units (SPEC 1.1)
+# ---------------------------------------------------------------- units (docs/networks.md#fusion-units)
 
 def one(kin, kout, relu=True, prefix=""):
     """One 3x3 conv unit; stride 2 exactly when the width changes."""
@@ -138,7 +138,7 @@ def zero(kin, kout, prefix):
     return ConvUnit(kin, kout, 1, stride=2, relu=False, prefix=prefix)
 
 
-# ---------------------------------------------------------------- blocks (SPEC 1.3)
+# ---------------------------------------------------------------- blocks (docs/networks.md#fusion-blocks)
 
 class PlainBlock(StagedBlock, nn.HybridBlock):
     def __init__(self, kin, kout, **kwargs):
@@ -385,7 +385,7 @@ class FusionNet(StagedNet, nn.HybridBlock):
                     for j in range(n):
                         stage.add(_make_block(spec, s, j, kin, kout))
                         kin = kout
-                # registered by attribute, not kept in a bare list (SPEC 5)
+                # registered by attribute, not kept in a bare list (docs/mxnet-notes.md#unregistered-child-blocks)
                 setattr(self, f"g{s + 1}", stage)
             self.head = ClassifierHead(w[2], spec.classes, prefix="head_")
 
@@ -434,7 +434,7 @@ class EnsembleNet(FusionNet):
         return tuple(self.head(o) for o in self.run_blocks((self.stem(x),), fan_out))
 
 
-# ---------------------------------------------------------------- ImageNet versions (SPEC 1.4)
+# ---------------------------------------------------------------- ImageNet versions (docs/networks.md#imagenet-variants)
 
 @dataclasses.dataclass(frozen=True)
 class ImageNetFusionSpec:
@@ -547,7 +547,7 @@ class ImageNetFusionNet(StagedNet, nn.HybridBlock):
         self.spec = spec
         self.streams = streams = 2 if spec.network == "cross" else 1
         with self.name_scope():
-            # the authors' stem is a bare convolution, no BN or ReLU (their code; SPEC's anchor counts it so)
+            # the authors' stem is a bare convolution, no BN or ReLU (their code; the anchors in docs/anchors.md count it so)
             self.stem = nn.Conv2D(64, 7, strides=2, padding=3, use_bias=False, in_channels=3, prefix="stem_conv_")
             kin = 64
             for s, (n, kout) in enumerate(zip(spec.units, spec.widths)):
@@ -583,7 +583,7 @@ _DESCRIPTIONS = {
     "fuse6": "deep-and-shallow fusion, 6 fusions (two per stage)",
     "ensemble": "fuse3's 8 weight-sharing single-path members (returns 8 outputs)",
 }
-# SPEC 1.5: trainable parameters for these arguments (10 classes unless given)
+# docs/anchors.md#anchor-table: trainable parameters for these arguments (10 classes unless given)
 _ANCHORS = {
     "plain": [({"depth": 56}, 853_018)],
     "resnet": [({"depth": 56}, 855_770), ({"depth": 110}, 1_730_714)],
@@ -611,7 +611,7 @@ register_preset("dfn_mr1", "cross", "DFN-MR1: cross 110, widen 1 (longest path 5
 register_preset("dfn_mr2", "cross", "DFN-MR2: cross 62, widen 4 (longest path 32)", depth=62,
                 widen_factor=4, anchors={10: 14_851_402})
 # The authors' README says 24.8M; no block split reproduces it, and their code gives 24,151,882
-# for depth 98 / widen 4 (SPEC 1.5): we follow the code.
+# for depth 98 / widen 4 (docs/anchors.md#dfn-mr3): we follow the code.
 register_preset("dfn_mr3", "cross", "DFN-MR3: cross 98, widen 4 (longest path 50)", depth=98,
                 widen_factor=4, anchors={10: 24_151_882})
 register_preset("dfn_mr50_imagenet", "cross_imagenet", "DFN-MR-50 for ImageNet, 46.4M parameters",

@@ -1,4 +1,4 @@
-"""Pre-activation ResNets and wide ResNets for CIFAR-size input (SPEC 4).
+"""Pre-activation ResNets and wide ResNets for CIFAR-size input (docs/networks.md#pre-activation-resnets, #wide-resnets).
 
 Papers: He, Zhang, Ren, Sun, "Identity Mappings in Deep Residual Networks" (ECCV 2016, arXiv
 1603.05027), original code KaimingHe/resnet-1k-layers (Torch); Zagoruyko, Komodakis, "Wide Residual
@@ -17,7 +17,7 @@ Networks:
 A shortcut projects (1x1 conv, stride s, no BN) exactly when the width or the resolution changes, and
 then takes the pre-activated input, computed once for both paths; no ReLU follows the add.
 
-Deviations: none in structure or parameter count (the anchors of SPEC 4 are checked by the tests).
+Deviations: none in structure or parameter count (the anchors of docs/anchors.md are checked by the tests).
 He's CIFAR code builds only bottleneck nets (9n + 2); the basic 6n + 2 nets follow the paper's
 ResNet-110, built the same way. ``depth`` for ``wrn`` is the WRN paper's count (6N + 4), for
 ``preresnet`` the ResNet paper's (6n + 2 or 9n + 2); both are refused with the nearest valid depths
@@ -33,7 +33,7 @@ from gluonfuse.models.registry import register_family, register_preset
 from gluonfuse.models.rules import check_positive_int, check_rate, depth_from_rule
 from gluonfuse.models.views import StagedNet
 
-STEM_WIDTH = 16  # not widened in WRN (SPEC 4)
+STEM_WIDTH = 16  # not widened in WRN (docs/networks.md#wide-resnets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +192,7 @@ register_preset("preresnet110", "preresnet", "pre-activation ResNet-110, basic b
                 depth=110, bottleneck=False, anchors={10: 1_730_522})
 register_preset("preresnet164", "preresnet", "pre-activation ResNet-164, bottleneck blocks (n = 18)",
                 depth=164, bottleneck=True, anchors={10: 1_703_258})
-# SPEC states no count for ResNet-1001; notes/README-families.md gives the computed one
+# no paper states a count for ResNet-1001; docs/anchors.md#computed-counts gives the computed one
 register_preset("preresnet1001", "preresnet", "pre-activation ResNet-1001, bottleneck blocks (n = 111)",
                 heavy=True, depth=1001, bottleneck=True)
 register_preset("wrn16_4", "wrn", "WRN-16-4", depth=16, widen_factor=4, anchors={10: 2_748_890})

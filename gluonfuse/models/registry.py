@@ -11,7 +11,7 @@ A *preset* names one configuration of a family::
                     anchors={10: 1_710_426, 100: 1_716_276})
 
 ``get_model('cross', depth=110)`` and ``get_model('dfn_mr1')`` build the same network. Anchors are the
-SPEC's trainable-parameter counts; the test suite checks every one of them.
+the trainable-parameter counts of docs/anchors.md; the test suite checks every one of them.
 
 Spec protocol (what every family's spec provides):
   * ``name`` - a short canonical name, e.g. ``cross_d110_w1`` (file names of exports and drawings;
@@ -44,7 +44,7 @@ class ModelEntry:
     spec_cls: Callable[..., Any]
     net_cls: Callable[..., Any]
     fixed: Mapping[str, Any]  # family: arguments bound at registration; preset: its configuration
-    # SPEC anchors: list of (kwargs, trainable params) checked by the tests
+    # anchors (docs/anchors.md): list of (kwargs, trainable params) checked by the tests
     anchors: tuple = ()
     # heavy networks are exercised by the slow tests only
     heavy: bool = False
@@ -90,7 +90,7 @@ def _anchor_rows(anchors):
 def register_family(name, spec_cls, net_cls, description, anchors=None, heavy=False, **fixed):
     """Register a family: ``spec_cls(**fixed, **user_kwargs)`` validates, ``net_cls(spec)`` builds.
 
-    ``anchors``: iterable of ``(kwargs, trainable_params)`` that SPEC states for this family.
+    ``anchors``: iterable of ``(kwargs, trainable_params)`` that docs/anchors.md states for this family.
     """
     if not (isinstance(net_cls, type) and issubclass(net_cls, Views)):
         raise TypeError(f"family {name!r}: {net_cls!r} must derive from gluonfuse.models.views.Views "
@@ -102,7 +102,7 @@ def register_family(name, spec_cls, net_cls, description, anchors=None, heavy=Fa
 def register_preset(name, family, description, anchors=None, heavy=False, **config):
     """Register a named configuration of ``family``.
 
-    ``anchors`` maps a class count to SPEC's trainable-parameter count for that many classes.
+    ``anchors`` maps a class count to the trainable-parameter count (docs/anchors.md) for that many classes.
     """
     if family not in _REGISTRY or _REGISTRY[family].kind != "family":
         raise KeyError(f"preset {name!r} names unknown family {family!r}")

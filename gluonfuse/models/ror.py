@@ -1,4 +1,4 @@
-"""Residual networks of residual networks, RoR-3 (SPEC 3), with optional stochastic depth.
+"""Residual networks of residual networks, RoR-3 (docs/networks.md#ror), with optional stochastic depth.
 
 Paper: Zhang, Sun, Han, Yuan, Kong, Liu, "Residual Networks of Residual Networks: Multilevel Residual
 Networks" (arXiv 1608.02908, IEEE TCSVT 2017). Code consulted for the facts: titu1994/Residual-of-
@@ -28,8 +28,8 @@ its residual is scaled by its survival probability. The gates are made by ``F.Dr
 and are exact constants at inference and in the exported graph (no random operators).
 ``RoRNet(spec, return_gates=True)`` also returns the gates used by the pass (tests, analysis).
 
-Deviations: none in structure or parameter count (SPEC 3's anchors are checked by the tests). The
-paper prints 13.3M for RoR-3-WRN58-4; the layout counts 13,645,530 (SPEC 3). Where a pre-activation
+Deviations: none in structure or parameter count (the anchors of docs/anchors.md are checked by the tests). The
+paper prints 13.3M for RoR-3-WRN58-4; the layout counts 13,645,530 (docs/anchors.md#ror-3-wrn58-4). Where a pre-activation
 block projects, its shortcut takes the pre-activated input as in WRN (the count is the same either
 way). Survival falls linearly from exactly 1.0 at the first block (Huang et al. start at 1 - p / L).
 """
@@ -283,7 +283,7 @@ register_preset("ror3_110", "ror3", "RoR-3-110 (17 blocks per stage)", depth=110
 register_preset("ror3_164", "ror3", "RoR-3-164 (26 blocks per stage)", depth=164, anchors={10: 2_512_634})
 register_preset("ror3_wrn40_2", "ror3_wrn", "RoR-3-WRN40-2", depth=40, widen_factor=2,
                 anchors={10: 2_256_346})
-# SPEC states no count for RoR-3-WRN40-4; notes/README-families.md gives the computed one
+# no paper states a count for RoR-3-WRN40-4; docs/anchors.md#computed-counts gives the computed one
 register_preset("ror3_wrn40_4", "ror3_wrn", "RoR-3-WRN40-4", depth=40, widen_factor=4)
 register_preset("ror3_wrn58_4", "ror3_wrn", "RoR-3-WRN58-4 (13.6M; the paper prints 13.3M)", depth=58,
                 widen_factor=4, anchors={10: 13_645_530})

@@ -11,7 +11,7 @@ from gluonfuse.train.metrics import Meter, as_outputs, sample_stats
 
 
 def split(batch, contexts):
-    """Data and label of ``batch`` split over ``contexts`` (uneven splits allowed, SPEC 5)."""
+    """Data and label of ``batch`` split over ``contexts`` (uneven splits allowed, docs/mxnet-notes.md#split_and_load)."""
     from mxnet import gluon
 
     data = gluon.utils.split_and_load(batch.data[0], contexts, even_split=False)
