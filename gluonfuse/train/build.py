@@ -10,7 +10,7 @@ from gluonfuse.train import precision
 from gluonfuse.train.checkpoint import seed_everything
 from gluonfuse.train.ema import WeightAverage
 from gluonfuse.train.epoch import Evaluator, Training, TrainingPass
-from gluonfuse.train.evaluate import column_view, has_columns
+from gluonfuse.train.evaluate import column_view
 from gluonfuse.train.regularize import BatchRegularizer, exempt_from_weight_decay, soft_cross_entropy_loss
 from gluonfuse.train.schedule import make_schedule as schedule_of
 from gluonfuse.train.step import (Step, cross_entropy_loss, evaluation_copy, initialize, make_trainer,
@@ -101,8 +101,10 @@ def make_evaluators(net, eval_net):
     """The network (as ``eval_net``) and, for FractalNet, its deepest column alone with the same
     weights (docs/networks.md#deepest-column)."""
     evaluators = [Evaluator("test", eval_net)]
-    if has_columns(net) and net.spec.columns > 1:
-        deepest = net.spec.columns
+    from gluonfuse.models.views import get_views
+
+    deepest = get_views(net).column_count()
+    if deepest > 1:
         evaluators.append(Evaluator(f"column{deepest}", column_view(eval_net, deepest), member=deepest,
                                     label=f"column {deepest}"))
     return evaluators

@@ -60,12 +60,6 @@ def _outputs(net):
     return len(get_views(net).output_names())
 
 
-def has_columns(net):
-    """True for a network whose single columns can be evaluated (a full FractalNet)."""
-    from gluonfuse.models.views import get_views
-
-    return get_views(net).column_count() > 0
-
 
 def column_view(net, column):
     """Column ``column`` alone (1 = shallowest), sharing ``net``'s parameters, hybridized.
