@@ -60,7 +60,6 @@ def _outputs(net):
     return len(get_views(net).output_names())
 
 
-
 def column_view(net, column):
     """Column ``column`` alone (1 = shallowest), sharing ``net``'s parameters, hybridized.
 
