@@ -33,12 +33,13 @@ def add_arguments(parser):
 
 
 def contender(args):
+    import bench_common
     import bench_models
 
     kwargs = {"depth": args.depth}
     if args.view == "torch":
-        if args.network not in bench_models.TORCH_NETWORKS:
-            raise ValueError(f"no PyTorch version of {args.network!r}; written: {', '.join(bench_models.TORCH_NETWORKS)}")
+        if args.network not in bench_common.TORCH_NETWORKS:
+            raise ValueError(f"no PyTorch version of {args.network!r}; written: {', '.join(bench_common.TORCH_NETWORKS)}")
         desc = {"kind": "torch", "network": args.network, "kwargs": kwargs, "variant": args.variant, "label": ""}
     else:
         desc = {"kind": "gluonfuse", "network": args.network, "kwargs": kwargs, "label": ""}
@@ -85,9 +86,11 @@ def mxnet_ops(args):
 
 
 def torch_ops(args):
-    from torch.profiler import ProfilerActivity, profile
-
-    c = contender(args)
+    c = contender(args)  # a network without a PyTorch version is refused before torch is needed
+    try:
+        from torch.profiler import ProfilerActivity, profile
+    except ImportError:
+        raise ValueError("--view torch needs PyTorch: pip install -c constraints.txt -e '.[bench]'") from None
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(args.steps):
             c.train_step()
