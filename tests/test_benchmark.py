@@ -94,7 +94,7 @@ def test_missing_torch_is_reported_as_skipped(tmp_path, monkeypatch, capsys):
     (["--against", "gluoncvv"], "unknown network 'gluoncvv'"),
     (["--network", "cross", "--against", "gluoncv"], "gluoncv has no counterpart of cross_d26_w1"),
     (["--against", "resnet:x"], "write NET, NET:DEPTH or NET:DEPTH:WIDEN"),
-    (["--network", "resnet", "--depth", 7], "depth 7 leaves a stage"),
+    (["--network", "resnet", "--depth", 7], "depth 7 of 'resnet' leaves a stage"),
     (["--modes", "fast"], "--modes takes train, infer"),
     (["--rounds", 0], "--rounds must be at least 1"),
 ])

@@ -80,9 +80,11 @@ class FusionSpec:
         check_positive_int("classes", self.classes)
         if not _valid(self.network, self.depth):
             smallest = next(d for d in range(1, 1000) if _valid(self.network, d))
+            b = block_depth(self.network, self.depth)
+            why = (f"gives block depth (depth - 2) // {FUSIONS.get(self.network)} = {b}, below 1" if b < 1 else
+                   f"leaves a stage with no blocks (blocks per stage {blocks_per_stage(self.depth, b)})")
             raise ValueError(
-                f"depth {self.depth} leaves a stage of {self.network!r} with no blocks "
-                f"(blocks per stage {blocks_per_stage(self.depth, max(1, block_depth(self.network, self.depth)))}); "
+                f"depth {self.depth} of {self.network!r} {why}; "
                 f"the smallest valid depth is {smallest}, e.g. {smallest}, {smallest + 12}, 56 or 110"
             )
 

@@ -1,6 +1,6 @@
 """Residual networks of residual networks, RoR-3 (docs/networks.md#ror), with optional stochastic depth.
 
-Paper: Zhang, Sun, Han, Yuan, Kong, Liu, "Residual Networks of Residual Networks: Multilevel Residual
+Paper: Zhang, Sun, Han, Yuan, Guo, Liu, "Residual Networks of Residual Networks: Multilevel Residual
 Networks" (arXiv 1608.02908, IEEE TCSVT 2017). Code consulted for the facts: titu1994/Residual-of-
 Residual-Networks (Keras); the authors released none.
 
