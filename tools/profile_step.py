@@ -7,7 +7,8 @@ network), on a fixed random batch, after warm-up steps. Three views (docs/perfor
               switched off so that operators are not merged into segments)
   primitives  the MKLDNN primitives one step runs (MKLDNN_VERBOSE): counts are exact and repeatable,
               so they compare layouts and reorders without timing noise
-  torch       torch.profiler's per-operator self time of the PyTorch version (--variant)
+  torch       torch.profiler's per-operator self time of the PyTorch version (--variant; for compile,
+              one more row: the generated kernels inside the compiled graphs)
 
     python tools/profile_step.py resnet --depth 56 --view primitives
 """
@@ -96,7 +97,13 @@ def torch_ops(args):
             c.train_step()
     rows = [(e.key, e.count, e.self_cpu_time_total / 1000) for e in prof.key_averages()
             if e.key.startswith("aten::") and e.self_cpu_time_total > 0]
-    table(rows, args.steps, f"PyTorch {args.variant} aten operators (self time)")
+    # torch.compile runs BatchNorm, ReLU and the additions as Inductor's generated C++ kernels, which
+    # the profiler shows only as the self time of each compiled graph's call, not as aten operators.
+    graphs = [e for e in prof.key_averages() if e.key.startswith("## Call CompiledFxGraph")]
+    if graphs:
+        rows.append(("compiled graphs' own kernels (Inductor)", sum(e.count for e in graphs),
+                     sum(e.self_cpu_time_total for e in graphs) / 1000))
+    table(rows, args.steps, f"PyTorch {args.variant} operators (self time)")
 
 
 def primitives_child(args):
