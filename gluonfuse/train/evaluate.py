@@ -181,8 +181,8 @@ def exported_inputs(symbol_file, data, mean=None, std=None):
         mean, std = export["mean"], export["std"]
     if mean is None or std is None:
         if not dataset:
-            raise ArgumentError(f"cannot tell the normalisation: no mean/std in {meta_path or symbol_file}'s metadata "
-                                f"and no meta.json beside {data}; give mean and std (0..255 scale, RGB)",
+            raise ArgumentError(f"cannot tell the normalisation of {symbol_file}: no mean/std in a -meta.json beside "
+                                f"it and no meta.json beside {data}; give mean and std (0..255 scale, RGB)",
                                 "mean", "std")
         mean, std = normalisation(dataset.get("name", ""), dataset, os.path.join(data_dir, "meta.json"))
     input_shape = export.get("input_shape") or dataset.get("image_shape")
