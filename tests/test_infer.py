@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_gluonfuse
+from train_fixtures import pattern_data  # noqa: F401 - fixture
 from gluonfuse.deploy import fuse as fusemod
 from gluonfuse.deploy.infer import FUSED, PLAIN, fp32_path
 from gluonfuse.deploy.quantize import int8_paths
@@ -108,6 +109,22 @@ def test_gpu_contexts_run_plain_without_trying():
     net = get_model("resnet", depth=8)  # uninitialised: fusing it would fail loudly
     path = fp32_path(net, None, [mx.gpu(0)], notice=pytest.fail)
     assert (path.block, path.name) == (net, PLAIN)
+
+
+def test_a_fused_ensemble_keeps_its_member_names(pattern_data):  # noqa: F811 - the fixture
+    from gluonfuse.train.evaluate import Evaluation
+
+    mx.random.seed(0)
+    net = get_model("ensemble", depth=14)
+    net.initialize(mx.init.Xavier(magnitude=2))
+    net.hybridize(static_alloc=True, static_shape=True)
+    ev = Evaluation(net, os.path.join(pattern_data, "test.rec"), (3, 32, 32), [128.0] * 3, [64.0] * 3, 10, 16,
+                    [mx.cpu()])
+    path = fp32_path(net, ev.sample(), notice=pytest.fail)
+    assert path.name == FUSED and path.block is not net
+    fused, plain = ev.run(path.block), ev.run()
+    assert [m["name"] for m in fused["members"]] == [m["name"] for m in plain["members"]] == list(net.output_names())
+    assert [round(m["error"] * 50) for m in fused["members"]] == [round(m["error"] * 50) for m in plain["members"]]
 
 
 def test_predict_fused_equals_plain(cli, digits_run, image):

@@ -45,9 +45,9 @@ def analyze(run_dir, which, data, devices, batch_size, fmt, plot, out_dir, max_l
 
     Networks without any (plain, a single FractalNet column) are refused (exit status 2).
 
-    On CPU contexts every component runs as an MKLDNN-fused fp32 graph, each checked against its
-    plain graph on the first images of the test set (--no-fuse: the plain graphs only); the
-    "path" of each row in --format json says which graph computed it.
+    On CPU contexts each component runs as its MKLDNN-fused fp32 graph when that agrees with its
+    plain graph on the first images of the test set, else as the plain graph after a one-line
+    notice (--no-fuse: the plain graphs only); "path" in each row of --format json says which.
 
     The table gives each component's depth (longest path), number of paths, error and loss, and
     says whether the deepest component is the strongest; then the distribution of path lengths.
