@@ -159,6 +159,25 @@ def test_a_layer_the_user_names_stays_fp32():
         quantize_network(net, *_calibration(net), exclude=["nosuchlayer*"])
 
 
+def test_quantize_keeps_what_the_family_declares(monkeypatch):
+    from gluonfuse.deploy.quantize import _registered
+    from gluonfuse.models.fusion import FusionNet
+    from gluonfuse.models.views import MASKS_IN_FP32
+
+    net = _net("resnet", depth=8)
+    assert net.fp32_layers() == []  # the protocol's default: nothing
+    monkeypatch.setattr(FusionNet, "fp32_layers", lambda self: [("layer", "resnet_stem_c*", "declared by the family")])
+    _, excluded = quantize_network(net, *_calibration(net))
+    assert excluded == [("resnet_stem_conv_fwd", "Convolution", "declared by the family")]
+    # an imported graph is asked through the registered network its metadata names
+    _, excluded = quantize_network(symbol_block(inference_graph(net), net.collect_params()), *_calibration(net),
+                                   views=_registered({"network": "resnet", "model_kwargs": {"depth": 8}}))
+    assert [layer for layer, _, _ in excluded] == ["resnet_stem_conv_fwd"]
+    assert _registered({"network": "no_such_net"}) is None
+    for name in ("fractalnet", "ror3", "ror3_wrn"):
+        assert get_model(name, **TINY[name]).fp32_layers() == [MASKS_IN_FP32]
+
+
 def test_calibration_reads_exactly_the_images_asked():
     batches = [mx.io.DataBatch([mx.nd.full((4, 1, 2, 2), i)], pad=0) for i in range(3)]
     batches[-1].pad = 1  # the reader's round-batch padding: 3 real images in the last batch

@@ -188,14 +188,17 @@ def _test_set(run_dir, cfg, data):
 
 
 def analyze_run(run_dir, which="best", data=None, contexts=None, batch_size=None, max_lesions=0,
-                draws=DEFAULT_DRAWS, seed=0, threads=2, progress=None):
+                draws=DEFAULT_DRAWS, seed=0, progress=None, prepare=None):
     """Evaluate every component of a trained run on a ``.rec`` (default: the run's test set).
 
     Returns a JSON-ready dict: ``run``, ``network``, ``kind``, ``which``, ``data``, ``count``,
-    ``components`` (the full net first; each with ``error``, ``top5_error``, ``loss`` as fractions),
-    ``path_lengths``, ``path_unit``, ``branches`` (see :func:`describe_branches`) and ``summary``.
-    ``progress(i, n, component_row)`` is called after each component. Raises ValueError for a
-    network without an ensemble view, DataError for bad files.
+    ``components`` (the full net first; each with ``error``, ``top5_error``, ``loss`` as fractions and
+    ``path``, the graph that computed it), ``path_lengths``, ``path_unit``, ``branches`` (see
+    :func:`describe_branches`) and ``summary``. ``progress(i, n, component_row)`` is called after
+    each component. ``prepare(block, batch) -> (block to run, path name)`` replaces each component by
+    a graph computing the same function (``gluonfuse analyze`` fuses each one, checked on ``batch``,
+    the first images of the test set); default: the component itself, ``plain``. Raises ValueError
+    for a network without an ensemble view, DataError for bad files.
     """
     import mxnet as mx
 
@@ -214,14 +217,19 @@ def analyze_run(run_dir, which="best", data=None, contexts=None, batch_size=None
     comps = components(net, kind, max_lesions, draws, seed)
     batch_size = batch_size or cfg.get("test_batch_size") or 64
     expected = count_records(data)
+    def records(size):
+        return record_iter(data, size, cfg["input_shape"], cfg["mean"], cfg["std"],
+                           stored_size=stored_size(run.dataset_meta))
+
+    sample = next(iter(records(2))).data[0].as_in_context(contexts[0]) if prepare else None
+    prepare = prepare or (lambda block, batch: (block, "plain"))
     rows = []
     for i, comp in enumerate(comps, start=1):
         start = time.time()
-        it = record_iter(data, batch_size, cfg["input_shape"], cfg["mean"], cfg["std"], threads=threads,
-                         stored_size=stored_size(run.dataset_meta))
-        result = evaluate(comp.build(), it, contexts, cfg["classes"], expected=expected, source=data)
+        block, path = prepare(comp.build(), sample)
+        result = evaluate(block, records(batch_size), contexts, cfg["classes"], expected=expected, source=data)
         row = dict(comp.row(), error=result["error"], top5_error=result["top5_error"], loss=result["loss"],
-                   seconds=round(time.time() - start, 3))
+                   path=path, seconds=round(time.time() - start, 3))
         rows.append(row)
         if progress:
             progress(i, len(comps), row)

@@ -1,7 +1,7 @@
 """The fusion-to-ensemble analysis of a trained run: gluonfuse analyze."""
 import click
 
-from gluonfuse.cli.train import device_options, speaks_flags
+from gluonfuse.cli.train import device_options, fuse_option, speaks_flags
 
 COMMANDS = []
 
@@ -27,7 +27,8 @@ COMMANDS = []
 @click.option("--draws", type=int, default=3, show_default=True, help="Random sets drawn per k.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random lesions.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines on stderr.")
-def analyze(run_dir, which, data, devices, batch_size, fmt, plot, out_dir, max_lesions, draws, seed, quiet):
+@fuse_option
+def analyze(run_dir, which, data, devices, batch_size, fmt, plot, out_dir, max_lesions, draws, seed, quiet, no_fuse):
     """Evaluate every component of a trained network's ensemble view on the test set.
 
     Components are sub-networks of the trained net with its very weights (nothing is retrained;
@@ -43,6 +44,10 @@ def analyze(run_dir, which, data, devices, batch_size, fmt, plot, out_dir, max_l
     ror3, ror3_wrn            mid or root shortcut (its term leaves the sum)
 
     Networks without any (plain, a single FractalNet column) are refused (exit status 2).
+
+    On CPU contexts each component runs as its MKLDNN-fused fp32 graph when that agrees with its
+    plain graph on the first images of the test set, else as the plain graph after a one-line
+    notice (--no-fuse: the plain graphs only); "path" in each row of --format json says which.
 
     The table gives each component's depth (longest path), number of paths, error and loss, and
     says whether the deepest component is the strongest; then the distribution of path lengths.
@@ -65,7 +70,8 @@ def analyze(run_dir, which, data, devices, batch_size, fmt, plot, out_dir, max_l
             click.echo(f"[{i}/{n}] {row['name']}: error {100 * row['error']:.2f}% ({row['seconds']:.1f} s)", err=True)
 
     analysis = lib.analyze_run(run_dir, which=which, data=data, contexts=contexts, batch_size=batch_size,
-                               max_lesions=max_lesions, draws=draws, seed=seed, progress=progress)
+                               max_lesions=max_lesions, draws=draws, seed=seed, progress=progress,
+                               prepare=None if no_fuse else _prepare(contexts))
     click.echo(lib.format_analysis(analysis, fmt), nl=False)
     if out_dir:
         paths = lib.write_outputs(analysis, out_dir, plot)
@@ -74,6 +80,20 @@ def analyze(run_dir, which, data, devices, batch_size, fmt, plot, out_dir, max_l
     elif plot:
         lib.plot_analysis(analysis, plot)
         click.echo(f"Wrote {plot}", err=True)
+
+
+def _prepare(contexts):
+    """Each component as the graph to run: fused when it agrees with the plain one (a fallback's reason
+    is said once, however many components share it)."""
+    from gluonfuse.deploy.infer import fp32_path, once
+
+    notice = once(lambda line: click.echo(line, err=True))
+
+    def prepare(block, batch):
+        path = fp32_path(block, batch, contexts, notice=notice)
+        return path.block, path.name
+
+    return prepare
 
 
 COMMANDS.append(analyze)

@@ -214,6 +214,8 @@ def _train(network, model_kwargs, devices, resume, quiet, options):
 
 
 def _print_result(res, as_json):
+    from gluonfuse.deploy.infer import DESCRIPTION
+
     if as_json:
         click.echo(json.dumps(res, indent=2, sort_keys=True))
         return
@@ -222,16 +224,33 @@ def _print_result(res, as_json):
         line += f", top-5 error {100 * res['top5_error']:.2f}%"
     else:
         line += " (top-5 not defined for 5 classes or fewer)"
-    click.echo(f"{line}, loss {res['loss']:.4f} on {res['count']} images of {res['data']}")
+    ran = f" ({DESCRIPTION[res['path']]})" if "path" in res else ""
+    click.echo(f"{line}, loss {res['loss']:.4f} on {res['count']} images of {res['data']}{ran}")
     for m in res["members"]:
         five = f", top-5 {100 * m['top5_error']:.2f}%" if m["top5_error"] is not None else ""
         click.echo(f"  member {m['name']}: top-1 error {100 * m['error']:.2f}%{five}, loss {m['loss']:.4f}")
 
 
+def fuse_option(fn):
+    """--no-fuse, passed on as ``fuse`` (True by default)."""
+    return click.option("--no-fuse", "no_fuse", is_flag=True,
+                        help="Run the plain fp32 graph, not the MKLDNN-fused one. By default CPU contexts run the "
+                             "fused graph (BatchNorm folded into the convolutions, ReLU and sums fused) after a "
+                             "one-batch check that it agrees with the plain one; when the check or the fusion "
+                             "fails, or mxnet has no MKLDNN, the plain graph runs with a one-line notice on "
+                             "stderr. GPU contexts always run the plain graph.")(fn)
+
+
+def _notice(line):
+    click.echo(line, err=True)
+
+
 @click.command("eval")
 @speaks_flags
 @click.argument("run_dir", required=False)
-@click.option("--symbol", "symbol_file", default=None, help="An exported -symbol.json (instead of RUN_DIR).")
+@click.option("--symbol", "symbol_file", default=None,
+              help="An exported -symbol.json (instead of RUN_DIR); an int8 one written by 'gluonfuse quantize' "
+                   "is recognised as such.")
 @click.option("--params", "params_file", default=None, help="The matching .params file.")
 @click.option("--data", default=None, help="A .rec file (default with RUN_DIR: the run's test.rec).")
 @click.option("--which", default="best", show_default=True, help="best, last or an epoch number (RUN_DIR).")
@@ -239,31 +258,83 @@ def _print_result(res, as_json):
 @click.option("--batch-size", type=int, default=None, help="Evaluation batch size.")
 @click.option("--mean", default=None, metavar="R,G,B", help="With --symbol: normalisation mean if the .rec has no meta.json.")
 @click.option("--std", default=None, metavar="R,G,B", help="With --symbol: normalisation std.")
+@click.option("--int8", is_flag=True,
+              help="Evaluate RUN_DIR's int8 model (RUN_DIR/export/<which>-int8-*, written by 'gluonfuse quantize "
+                   "RUN_DIR'); CPU with MKLDNN only, never with --no-fuse.")
+@fuse_option
 @device_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def eval_cmd(run_dir, symbol_file, params_file, data, which, column, batch_size, mean, std, devices, as_json):
+def eval_cmd(run_dir, symbol_file, params_file, data, which, column, batch_size, mean, std, int8, no_fuse,
+             devices, as_json):
     """Exact top-1/top-5 error and loss of a trained network on a .rec.
 
     Every record is counted once (the padded tail of the last batch is not). Use a run directory
     (RUN_DIR, its test set by default) or an exported pair: --symbol F --params F --data PATH.rec.
-    For ensemble, each member is reported too.
+    For ensemble, each member is reported too. The result says which graph ran: MKLDNN-fused fp32,
+    plain fp32 or int8 ("path" in --json).
     """
     from gluonfuse.train.config import make_contexts
-    from gluonfuse.train.evaluate import evaluate_exported, evaluate_run
 
     contexts = make_contexts(devices) if devices else None
     if run_dir and (symbol_file or params_file):
         raise ValueError("give RUN_DIR or --symbol/--params, not both")
+    if int8 and run_dir:
+        if column is not None:
+            raise ValueError("--column evaluates one fp32 column; the int8 model is the whole network: drop one")
+        symbol_file, params_file = _int8_pair(run_dir, which, no_fuse)
+        run_dir, data = None, data or _test_set(run_dir)
     if run_dir:
-        res = evaluate_run(run_dir, which=which, data=data, contexts=contexts, column=column, batch_size=batch_size)
+        res = _eval_run(run_dir, which, data, column, batch_size, contexts, no_fuse)
     elif symbol_file and params_file and data:
         if column is not None:
             raise ValueError("--column needs a RUN_DIR (an exported symbol has its columns fixed)")
-        res = evaluate_exported(symbol_file, params_file, data, mean=_floats(mean, "--mean"),
-                                std=_floats(std, "--std"), contexts=contexts, batch_size=batch_size or 64)
+        res = _eval_exported(symbol_file, params_file, data, (_floats(mean, "--mean"), _floats(std, "--std")),
+                             batch_size, contexts, (int8, no_fuse))
     else:
         raise ValueError("give a RUN_DIR, or --symbol F --params F --data PATH.rec")
     _print_result(res, as_json)
+
+
+def _test_set(run_dir):
+    from gluonfuse.train.rundir import load_run
+
+    return os.path.join(load_run(run_dir).config["data_dir"], "test.rec")
+
+
+def _int8_pair(run_dir, which, no_fuse):
+    """The run's int8 pair for ``--int8``; refused with --no-fuse before looking for it."""
+    from gluonfuse.deploy.infer import int8_pair
+    from gluonfuse.train.rundir import load_run
+
+    if no_fuse:
+        raise ValueError("--int8 runs an int8 graph, which is always fused: drop --no-fuse, or drop --int8 to run "
+                         "the plain fp32 graph")
+    load_run(run_dir)  # not a run directory: that error first
+    return int8_pair(run_dir, which)
+
+
+def _eval_run(run_dir, which, data, column, batch_size, contexts, no_fuse):
+    from gluonfuse.deploy.infer import fp32_path
+    from gluonfuse.train.evaluate import run_evaluation
+
+    ev = run_evaluation(run_dir, which, data, contexts, column, batch_size)
+    path = fp32_path(ev.net, None if no_fuse else ev.sample(), ev.contexts, not no_fuse, _notice)
+    return dict(ev.run(path.block), path=path.name)
+
+
+def _eval_exported(symbol_file, params_file, data, norm, batch_size, contexts, modes):
+    """``norm``: (mean, std) or Nones; ``modes``: (--int8, --no-fuse)."""
+    from gluonfuse.deploy.infer import INT8, Path, fp32_path, int8_graph
+    from gluonfuse.train.evaluate import exported_evaluation
+
+    int8, no_fuse = modes
+    quantized = int8_graph(symbol_file, contexts, not no_fuse, asked=int8)  # refusals before loading
+    ev = exported_evaluation(symbol_file, params_file, data, *norm, contexts, batch_size or 64)
+    if quantized:
+        path = Path(ev.net, INT8)
+    else:
+        path = fp32_path(ev.net, None if no_fuse else ev.sample(), ev.contexts, not no_fuse, _notice)
+    return dict(ev.run(path.block), path=path.name)
 
 
 @click.command("predict")
@@ -272,21 +343,45 @@ def eval_cmd(run_dir, symbol_file, params_file, data, which, column, batch_size,
 @click.argument("images", nargs=-1, required=True)
 @click.option("--which", default="best", show_default=True, help="best, last or an epoch number.")
 @click.option("--top-k", type=int, default=5, show_default=True, help="How many classes to show.")
+@click.option("--int8", is_flag=True,
+              help="Use RUN_DIR's int8 model (RUN_DIR/export/<which>-int8-*, written by 'gluonfuse quantize "
+                   "RUN_DIR'); CPU with MKLDNN only, never with --no-fuse.")
+@fuse_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def predict_cmd(run_dir, images, which, top_k, as_json):
+def predict_cmd(run_dir, images, which, top_k, int8, no_fuse, as_json):
     """Classify image files with a trained run: top-k class names with probabilities.
 
     Images of any size and any format OpenCV reads are resized to the network's input and
-    normalised as in training.
+    normalised as in training. Runs on one CPU context.
     """
     from gluonfuse.train.predict import predict_run
 
-    results = predict_run(run_dir, list(images), which=which, top_k=top_k)
+    prepare = _int8_block(run_dir, which, no_fuse) if int8 else _fused_block(no_fuse)
+    results = predict_run(run_dir, list(images), which=which, top_k=top_k, prepare=prepare)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for r in results:
         click.echo(f"{r['image']}: " + ", ".join(f"{name} {p:.3f}" for name, p in r["top"]))
+
+
+def _fused_block(no_fuse):
+    """predict's ``prepare``: the fused graph when it agrees with the network on the images."""
+    from gluonfuse.deploy.infer import fp32_path
+
+    return lambda net, batch: fp32_path(net, batch, fuse=not no_fuse, notice=_notice).block
+
+
+def _int8_block(run_dir, which, no_fuse):
+    """predict's ``prepare`` for --int8: the run's int8 model (its refusals come before any work)."""
+    from gluonfuse.deploy.infer import check_int8
+    from gluonfuse.export import load_exported
+
+    symbol_file, params_file = _int8_pair(run_dir, which, no_fuse)
+    check_int8(symbol_file)
+    block = load_exported(symbol_file, params_file)
+    block.hybridize(static_alloc=True, static_shape=True)
+    return lambda net, batch: block
 
 
 COMMANDS = [train_cmd, eval_cmd, predict_cmd]

@@ -6,8 +6,9 @@ share one path (:func:`quantize_job`):
 1. the fp32 inference graph (:func:`gluonfuse.deploy.graph.inference_graph`);
 2. calibration on ``calib_images`` images of the training set, read with the run's normalisation and
    no augmentation, shuffled with a fixed seed (:class:`CalibrationIter`);
-3. ``mxnet.contrib.quantization.quantize_net_v2`` with the layers of :data:`EXCLUSIONS` and the user's
-   ``--exclude`` patterns kept in fp32;
+3. ``mxnet.contrib.quantization.quantize_net_v2`` with the layers the network declares
+   (:meth:`gluonfuse.models.views.Views.fp32_layers`: drop-path masks, stochastic-depth gates) and
+   the user's ``--exclude`` patterns kept in fp32;
 4. top-1/top-5 error of the fp32 and the int8 network on the test set
    (:func:`gluonfuse.train.evaluate.evaluate`) and their speed, measured side by side
    (:func:`gluonfuse.deploy.speed.images_per_second`; fp32 plain, fp32 MKLDNN-fused and int8);
@@ -32,29 +33,19 @@ CALIB_MODES = ("naive", "entropy")
 CALIB_SEED = 0  # the calibration images are the first N of the training set shuffled with this seed
 SPEED_ROUNDS = 5
 
-# Layers the tool itself keeps in fp32, whatever the network: (what is matched, pattern, why).
-# "constant" matches the nodes computed from constants only (gluonfuse.deploy.graph.constant_nodes);
-# "op" an operator name, "layer" a node name (shell-style patterns).
-EXCLUSIONS = (
-    ("constant", "*",
-     "drop-path masks and stochastic-depth gates (FractalNet, RoR +SD): 0/1 tensors of 1..k elements "
-     "where int8 saves nothing, and mxnet 1.9.1's quantized elemwise_mul fails on them ('data type do "
-     "not match': a uint8 mask times an int8 one)"),
-)
-
-
 class QuantizeError(GluonfuseError):
     """mxnet could not quantize or calibrate the graph; the message names the layer and its operator."""
 
 
-def automatic_exclusions(graph_text):
-    """``[(layer, operator, why)]`` for the nodes :data:`EXCLUSIONS` keeps in fp32."""
+def automatic_exclusions(graph_text, declared):
+    """``[(layer, operator, why)]`` for the nodes of ``graph_text`` that ``declared`` keeps in fp32: a
+    network's :meth:`gluonfuse.models.views.Views.fp32_layers` rows."""
     from gluonfuse.deploy.graph import constant_nodes, node_ops
 
     ops = node_ops(graph_text)
     constant = set(constant_nodes(graph_text))
     found = []
-    for kind, pattern, why in EXCLUSIONS:
+    for kind, pattern, why in declared:
         for name, op in ops.items():
             subject = {"constant": name if name in constant else None, "op": op, "layer": name}[kind]
             if subject is not None and fnmatch.fnmatchcase(subject, pattern):
@@ -132,23 +123,27 @@ class Job:
     source: dict  # what was quantized, for the meta file
     model: dict = dataclasses.field(default_factory=dict)  # network and model_kwargs when known
     stored_size: int = None  # side of the stored images when it differs from the input
+    views: object = None  # the registered network ``net`` was exported from, when known (its fp32 layers)
 
 
-def quantize_network(net, calib, images, calib_mode="naive", exclude=(), graph=None):
+def quantize_network(net, calib, images, calib_mode="naive", exclude=(), graph=None, views=None):
     """``(int8 SymbolBlock, excluded)`` for ``net`` (initialised), calibrated on ``images`` images of
     ``calib`` (an ``mx.io.DataIter`` yielding input batches named 'data').
 
-    ``excluded`` lists ``(layer, operator, why)`` for every layer kept in fp32: :data:`EXCLUSIONS` plus
-    the ``exclude`` patterns. ``graph``: ``net``'s inference graph when already traced.
+    ``excluded`` lists ``(layer, operator, why)`` for every layer kept in fp32: those the network
+    declares (``fp32_layers()`` of its views; ``views``: the registered network an imported ``net``
+    was exported from) plus the ``exclude`` patterns. ``graph``: ``net``'s inference graph when
+    already traced.
     """
     from gluonfuse.deploy.fuse import require_mkldnn
     from gluonfuse.deploy.graph import inference_graph, symbol_block
+    from gluonfuse.models.views import get_views
 
     if calib_mode not in CALIB_MODES:
         raise ValueError(f"--calib-mode must be one of {', '.join(CALIB_MODES)}, not {calib_mode!r}")
     require_mkldnn("int8 quantization")
     graph = graph or inference_graph(net)
-    excluded = automatic_exclusions(graph) + user_exclusions(graph, exclude)
+    excluded = automatic_exclusions(graph, get_views(views or net).fp32_layers()) + user_exclusions(graph, exclude)
     qnet = _quantize(symbol_block(graph, net.collect_params()), calib, calib_mode,
                      sorted({name for name, _, _ in excluded}), images, graph)
     return qnet, excluded
@@ -173,7 +168,7 @@ def quantize_job(job, calib_images=1000, calib_mode="naive", exclude=(), echo=pr
     echo(f"Calibrating on {calib_images} images of {job.calib_rec} ({calib_mode}) ...")
     calib = CalibrationIter(lambda: _records(job, job.calib_rec, batch, shuffle=True), calib_images, batch,
                             job.input_shape, job.calib_rec)
-    qnet, excluded = quantize_network(job.net, calib, calib_images, calib_mode, exclude, graph)
+    qnet, excluded = quantize_network(job.net, calib, calib_images, calib_mode, exclude, graph, job.views)
     echo(f"Measuring fp32 and int8 on {job.test_rec} ({len(excluded)} layers kept in fp32) ...")
     meta = _meta(job, calib_images, calib_mode, batch, excluded, qnet)
     meta["accuracy"] = _accuracy(job, {"fp32": job.net, "int8": qnet})
@@ -243,23 +238,16 @@ def _meta(job, calib_images, calib_mode, batch, excluded, qnet):
 def _accuracy(job, nets):
     """Top-1/top-5 error and loss of each of ``nets`` on ``job.test_rec`` (every record once)."""
     from gluonfuse.train.data import count_records
-    from gluonfuse.train.evaluate import evaluate
+    from gluonfuse.train.evaluate import evaluate, output_width
 
     expected = count_records(job.test_rec)
     result = {"data": job.test_rec, "images": expected}
     for key, net in nets.items():
-        res = evaluate(net, _records(job, job.test_rec, job.batch_size), [mx.cpu()], _classes(net, job),
+        res = evaluate(net, _records(job, job.test_rec, job.batch_size), [mx.cpu()], output_width(net, job.input_shape),
                        expected=expected, source=job.test_rec)
         result[key] = {"top1_error": res["error"], "top5_error": res["top5_error"], "loss": res["loss"]}
     result["top1_change_points"] = 100 * (result["int8"]["top1_error"] - result["fp32"]["top1_error"])
     return result
-
-
-def _classes(net, job):
-    """The width of ``net``'s (first) output: its number of classes."""
-    from gluonfuse.deploy.fuse import outputs
-
-    return outputs(net, mx.nd.zeros((1,) + tuple(job.input_shape)))[0].shape[-1]
 
 
 def _speed(job, graph, qnet):
@@ -277,6 +265,15 @@ def _speed(job, graph, qnet):
             "fp32_images_per_sec": rates["fp32"], "int8_images_per_sec": rates["int8"],
             "fp32_fused_images_per_sec": rates.get("fp32_fused"), "fp32_fused_note": fused.reason,
             "int8_speedup": rates["int8"] / rates["fp32"]}
+
+
+def int8_name(which):
+    """The name of a run's int8 files for its ``which`` weights: best, last or epoch-NNNN."""
+    if which in ("best", "last"):
+        return which
+    if not str(which).isdigit():
+        raise ValueError(f"--which must be best, last or an epoch number, got {which!r}")
+    return f"epoch-{int(which):04d}"
 
 
 def int8_paths(out_dir, name):
@@ -311,6 +308,7 @@ def write_int8(qnet, out_dir, name, meta):
 
 def run_job(run_dir, which="best", out=None):
     """The :class:`Job` for a run directory's ``which`` checkpoint ('best', 'last' or an epoch)."""
+    from gluonfuse.data.meta import stored_size
     from gluonfuse.train.rundir import load_run
 
     run = load_run(run_dir)
@@ -318,58 +316,46 @@ def run_job(run_dir, which="best", out=None):
     params = run.params_path(which)  # DataError when the run has no such checkpoint
     net = run.build_network(which)
     net.hybridize(static_alloc=True, static_shape=True)
-    name = str(which) if which in ("best", "last") else f"epoch-{int(which):04d}"
+    name = int8_name(which)
     data_dir = cfg["data_dir"]
     return Job(net=net, name=name, out_dir=out or os.path.join(run_dir, "export"),
                input_shape=tuple(cfg["input_shape"]), mean=cfg["mean"], std=cfg["std"],
                calib_rec=os.path.join(data_dir, "train.rec"), test_rec=os.path.join(data_dir, "test.rec"),
                batch_size=cfg["test_batch_size"], source={"run": run_dir, "which": str(which), "params": params},
                model={"network": cfg["network"], "model_kwargs": cfg["model_kwargs"]},
-               stored_size=_stored_size(run.dataset_meta))
-
-
-def _stored_size(dataset_meta):
-    shape = (dataset_meta or {}).get("image_shape")
-    return min(shape[1:]) if shape else None
+               stored_size=stored_size(run.dataset_meta))
 
 
 def exported_job(symbol_file, params_file, data, out=None, batch_size=64):
     """The :class:`Job` for an exported pair, calibrated on ``data`` (a .rec).
 
-    Normalisation and input shape come from the export's ``-meta.json`` (gluonfuse writes them), else
-    from the dataset's ``meta.json`` beside ``data``. The errors are measured on ``test.rec`` beside
-    ``data`` when ``data`` is a ``train.rec``, else on ``data`` itself.
+    Normalisation and input shape as ``gluonfuse eval`` reads the pair
+    (:func:`gluonfuse.train.evaluate.exported_inputs`). The errors are measured on ``test.rec``
+    beside ``data`` when ``data`` is a ``train.rec``, else on ``data`` itself.
     """
-    from gluonfuse.data.meta import read_meta
     from gluonfuse.export import load_exported
-    from gluonfuse.io import read_json
-    from gluonfuse.train.data import normalisation
+    from gluonfuse.train.evaluate import exported_inputs
 
-    if not os.path.isfile(data):
-        raise DataError(f"record file not found: {data}")
+    facts = exported_inputs(symbol_file, data)
     net = load_exported(symbol_file, params_file)
-    export_meta_path = symbol_file[:-len("-symbol.json")] + "-meta.json" if symbol_file.endswith("-symbol.json") else ""
-    export = read_json(export_meta_path, "export metadata") if os.path.isfile(export_meta_path) else {}
-    data_dir = os.path.dirname(os.path.abspath(data))
-    dataset = read_meta(data_dir) if os.path.isfile(os.path.join(data_dir, "meta.json")) else {}
-    if "mean" in export and "std" in export:
-        mean, std = export["mean"], export["std"]
-    elif dataset:
-        mean, std = normalisation(dataset.get("name", ""), dataset, os.path.join(data_dir, "meta.json"))
-    else:
-        raise ValueError(f"cannot tell the normalisation: no mean/std in {export_meta_path or symbol_file} and "
-                         f"no meta.json beside {data}")
-    input_shape = export.get("input_shape") or dataset.get("image_shape")
-    if not input_shape:
-        raise ValueError(f"cannot tell the input shape: no -meta.json beside {symbol_file} and no meta.json "
-                         f"beside {data}")
-    sibling = os.path.join(data_dir, "test.rec")
+    sibling = os.path.join(os.path.dirname(os.path.abspath(data)), "test.rec")
     test_rec = sibling if os.path.basename(data) == "train.rec" and os.path.isfile(sibling) else data
     net.hybridize(static_alloc=True, static_shape=True)
     base = os.path.basename(symbol_file)
+    export = facts["export"]
     return Job(net=net, name=base[:-len("-symbol.json")] if base.endswith("-symbol.json") else base,
-               out_dir=out or os.path.dirname(os.path.abspath(symbol_file)), input_shape=tuple(input_shape),
-               mean=mean, std=std, calib_rec=data, test_rec=test_rec, batch_size=batch_size,
+               out_dir=out or os.path.dirname(os.path.abspath(symbol_file)), input_shape=facts["input_shape"],
+               mean=facts["mean"], std=facts["std"], calib_rec=data, test_rec=test_rec, batch_size=batch_size,
                source={"symbol": symbol_file, "params": params_file},
                model={k: export[k] for k in ("network", "model_kwargs") if k in export},
-               stored_size=_stored_size(dataset))
+               stored_size=facts["stored_size"], views=_registered(export))
+
+
+def _registered(export):
+    """The registered network an export's metadata names (uninitialised: only its views are asked), else
+    None (a graph of unknown origin declares no fp32 layers; --exclude keeps them)."""
+    from gluonfuse.models import get_model, list_models
+
+    if export.get("network") not in list_models():
+        return None
+    return get_model(export["network"], **export.get("model_kwargs", {}))

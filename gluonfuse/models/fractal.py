@@ -54,7 +54,7 @@ from gluonfuse.models.blocks import ClassifierHead, ConvUnit, DropPathJoin, Mean
 from gluonfuse.models.blocks import train_event, uniform_one_hot
 from gluonfuse.models.registry import register_family, register_preset
 from gluonfuse.models.rules import check_positive_int, check_rate
-from gluonfuse.models.views import Views, one_path, plus, shift
+from gluonfuse.models.views import MASKS_IN_FP32, Views, one_path, plus, shift
 
 MAX_BLOCKS = 5  # a 32x32 input halves to 1x1 after five pools
 
@@ -284,6 +284,9 @@ class FractalNet(Views, nn.HybridBlock):
 
     def column_count(self):
         return self.spec.columns if self.spec.column is None else 0
+
+    def fp32_layers(self):
+        return [MASKS_IN_FP32]  # the drop-path masks
 
     def column_view(self, column):
         if self.spec.column is not None:

@@ -42,7 +42,7 @@ from gluonfuse.models.blocks import projection, relu, scale, survival_gate
 from gluonfuse.models.fusion import ResidualBlock
 from gluonfuse.models.registry import register_family, register_preset
 from gluonfuse.models.rules import check_positive_int, check_rate, depth_from_rule
-from gluonfuse.models.views import Branch, Views, one_path, plus, removed_at, shift
+from gluonfuse.models.views import MASKS_IN_FP32, Branch, Views, one_path, plus, removed_at, shift
 
 # depth = 6n + OFFSET: the post-activation count adds stem, Dense and the root + mid shortcut convs
 DEPTH_OFFSET = {"ror3": 8, "ror3_wrn": 4}
@@ -236,6 +236,9 @@ class RoRNet(Views, nn.HybridBlock):
 
     def stochastic_blocks(self):
         return [(self._branch(s, j), p) for s, j, p in self.gated_blocks()]
+
+    def fp32_layers(self):
+        return [MASKS_IN_FP32]  # the stochastic-depth gates
 
     def _run(self, F, x, removed=(), trace=None):
         cut = removed_at(removed)

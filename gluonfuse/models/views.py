@@ -10,6 +10,8 @@ not), and answers:
   its forward pass with some of them deleted, as Veit et al. delete residual modules at test time;
 * ``members()``: named single-path members, each a set of branches removed (fuse3, fuse6, ensemble);
 * ``stochastic_blocks()``: the branches stochastic depth gates, with their survival probabilities;
+* ``fp32_layers()``: the layers int8 quantization keeps in fp32 (drop-path masks and stochastic-depth
+  gates: :data:`MASKS_IN_FP32`);
 * ``path_lengths(removed=())``: the number of paths through its graph per length (a Counter), in the
   family's depth convention (:attr:`Views.PATH_UNIT`), the longest equal to ``gluonfuse summary``'s.
 
@@ -93,6 +95,14 @@ def as_state(out):
 
 # ---------------------------------------------------------------- the protocol
 
+# What a family keeps in fp32 when ``gluonfuse quantize`` makes it int8 (:meth:`Views.fp32_layers`).
+MASKS_IN_FP32 = (
+    "constant", "*",
+    "drop-path masks and stochastic-depth gates (FractalNet, RoR +SD): 0/1 tensors of 1..k elements "
+    "where int8 saves nothing, and mxnet 1.9.1's quantized elemwise_mul fails on them ('data type do "
+    "not match': a uint8 mask times an int8 one)")
+
+
 class Views:
     """What a network declares about its sub-networks; the defaults declare none (see the module)."""
 
@@ -122,6 +132,15 @@ class Views:
 
     def stochastic_blocks(self):
         """``[(Branch, survival), ...]``: the branches stochastic depth gates (survival < 1)."""
+        return []
+
+    def fp32_layers(self):
+        """``[(kind, pattern, why), ...]``: the layers int8 quantization must keep in fp32.
+
+        ``kind``: ``constant`` matches the nodes computed from constants only
+        (:func:`gluonfuse.deploy.graph.constant_nodes`), ``op`` an operator name, ``layer`` a node
+        name; ``pattern`` is a shell pattern. A row that matches nothing in a graph is ignored.
+        """
         return []
 
     def path_lengths(self, removed=()):

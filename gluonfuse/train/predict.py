@@ -26,18 +26,22 @@ def load_image(path, input_shape):
     return img[:, :, ::-1].transpose(2, 0, 1).astype(np.float32)
 
 
-def predict_images(net, images, mean, std, input_shape, class_names, top_k=5, ctx=None):
-    """[{'image': path, 'top': [(class name, probability), ...]}, ...] for each image path."""
+def image_batch(images, mean, std, input_shape):
+    """The image files as one normalised (N, C, H, W) float32 batch."""
+    mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
+    std = np.asarray(std, np.float32).reshape(3, 1, 1)
+    return np.stack([(load_image(p, input_shape) - mean) / std for p in images])
+
+
+def classify(net, batch, images, class_names, top_k=5):
+    """[{'image': path, 'top': [(class name, probability), ...]}, ...]: ``net`` on ``batch`` (an NDArray
+    of ``images``, in order)."""
     import mxnet as mx
 
     from gluonfuse.train.metrics import as_outputs
 
-    if top_k < 1:
-        raise ArgumentError(f"top_k must be at least 1, got {top_k}", "top_k")
-    mean = np.asarray(mean, np.float32).reshape(3, 1, 1)
-    std = np.asarray(std, np.float32).reshape(3, 1, 1)
-    batch = np.stack([(load_image(p, input_shape) - mean) / std for p in images])
-    outs = as_outputs(net(mx.nd.array(batch, ctx=ctx or mx.cpu())))
+    with mx.autograd.predict_mode():
+        outs = as_outputs(net(batch))
     probs = np.mean([mx.nd.softmax(o, axis=-1).asnumpy() for o in outs], axis=0)
     k = min(top_k, probs.shape[1])
     results = []
@@ -48,14 +52,24 @@ def predict_images(net, images, mean, std, input_shape, class_names, top_k=5, ct
     return results
 
 
-def predict_run(run_dir, images, which="best", top_k=5):
-    """Classify ``images`` with a run's ``which`` weights; class names from its dataset_meta.json."""
+def predict_run(run_dir, images, which="best", top_k=5, prepare=None):
+    """Classify ``images`` with a run's ``which`` weights; class names from its dataset_meta.json.
+
+    ``prepare(net, batch)``: the block to run instead of the network (``gluonfuse predict`` passes
+    the fused graph or the int8 model, :mod:`gluonfuse.deploy.infer`); default the network itself.
+    """
+    import mxnet as mx
+
     from gluonfuse.train.rundir import load_run
 
     if not images:
         raise ValueError("give at least one image file")
+    if top_k < 1:
+        raise ArgumentError(f"top_k must be at least 1, got {top_k}", "top_k")
     run = load_run(run_dir)
     cfg = run.config
     net = run.build_network(which)
-    return predict_images(net, images, cfg["mean"], cfg["std"], cfg["input_shape"],
-                          run.dataset_meta.get("classes"), top_k=top_k)
+    net.hybridize(static_alloc=True, static_shape=True)
+    batch = mx.nd.array(image_batch(images, cfg["mean"], cfg["std"], cfg["input_shape"]))
+    block = prepare(net, batch) if prepare else net
+    return classify(block, batch, images, run.dataset_meta.get("classes"), top_k)
