@@ -178,6 +178,15 @@ def test_quantize_keeps_what_the_family_declares(monkeypatch):
         assert get_model(name, **TINY[name]).fp32_layers() == [MASKS_IN_FP32]
 
 
+def test_a_graph_of_unknown_origin_keeps_its_constant_masks_in_fp32():
+    # an exported pair without its -meta.json: no family to ask, so the rule safe for any graph applies
+    net = _net("ror3", **TINY["ror3"])
+    imported = symbol_block(inference_graph(net), net.collect_params())
+    _, excluded = quantize_network(imported, *_calibration(net))
+    masks = set(constant_nodes(inference_graph(net)))
+    assert masks and {layer for layer, _, _ in excluded} == masks
+
+
 def test_calibration_reads_exactly_the_images_asked():
     batches = [mx.io.DataBatch([mx.nd.full((4, 1, 2, 2), i)], pad=0) for i in range(3)]
     batches[-1].pad = 1  # the reader's round-batch padding: 3 real images in the last batch

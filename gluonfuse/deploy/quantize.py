@@ -132,18 +132,23 @@ def quantize_network(net, calib, images, calib_mode="naive", exclude=(), graph=N
 
     ``excluded`` lists ``(layer, operator, why)`` for every layer kept in fp32: those the network
     declares (``fp32_layers()`` of its views; ``views``: the registered network an imported ``net``
-    was exported from) plus the ``exclude`` patterns. ``graph``: ``net``'s inference graph when
+    was exported from; for a graph of unknown origin, its constant masks) plus the ``exclude``
+    patterns. ``graph``: ``net``'s inference graph when
     already traced.
     """
     from gluonfuse.deploy.fuse import require_mkldnn
     from gluonfuse.deploy.graph import inference_graph, symbol_block
-    from gluonfuse.models.views import get_views
+    from gluonfuse.models.views import MASKS_IN_FP32, Views
 
     if calib_mode not in CALIB_MODES:
         raise ValueError(f"--calib-mode must be one of {', '.join(CALIB_MODES)}, not {calib_mode!r}")
     require_mkldnn("int8 quantization")
     graph = graph or inference_graph(net)
-    excluded = automatic_exclusions(graph, get_views(views or net).fp32_layers()) + user_exclusions(graph, exclude)
+    origin = views or net
+    # A graph of unknown origin (an export without its metadata) gets the one rule that is safe for any
+    # graph: nodes computed only from constants (masks, gates) stay fp32, where int8 saves nothing.
+    declared = origin.fp32_layers() if isinstance(origin, Views) else [MASKS_IN_FP32]
+    excluded = automatic_exclusions(graph, declared) + user_exclusions(graph, exclude)
     qnet = _quantize(symbol_block(graph, net.collect_params()), calib, calib_mode,
                      sorted({name for name, _, _ in excluded}), images, graph)
     return qnet, excluded
@@ -353,7 +358,7 @@ def exported_job(symbol_file, params_file, data, out=None, batch_size=64):
 
 def _registered(export):
     """The registered network an export's metadata names (uninitialised: only its views are asked), else
-    None (a graph of unknown origin declares no fp32 layers; --exclude keeps them)."""
+    None (a graph of unknown origin: :func:`quantize_network` keeps only its constant masks in fp32)."""
     from gluonfuse.models import get_model, list_models
 
     if export.get("network") not in list_models():
