@@ -257,6 +257,26 @@ def test_resume_with_every_option_reproduces_the_uninterrupted_run(pattern_data,
             assert float(got[key]) == pytest.approx(float(want[key]), abs=1e-4), key
 
 
+def test_resume_with_more_epochs_keeps_the_warmup_a_fraction_of_the_run(pattern_data, tmp_path):
+    out = str(tmp_path / "runs")
+    proc = run_gluonfuse(*train_args(pattern_data, out, "--lr-schedule", "cosine", "--warmup-epochs", "0.5"))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run(out)
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert (config["warmup_epochs"], config["warmup_fraction"]) == (0.5, 0.25)
+    resumed = run_gluonfuse("train", "--resume", run_dir, "--epochs", "4", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert (config["epochs"], config["warmup_epochs"], config["warmup_fraction"]) == (4, 1.0, 0.25)
+    # a config.json written before warmup_fraction: the stored epochs give the fraction
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({k: v for k, v in config.items() if k != "warmup_fraction"}, f)
+    resumed = run_gluonfuse("train", "--resume", run_dir, "--epochs", "6", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert (config["epochs"], config["warmup_epochs"], config["warmup_fraction"]) == (6, 1.5, 0.25)
+
+
 def test_results_group_by_the_new_options_with_older_runs_at_their_defaults(tmp_path):
     import shutil
 
