@@ -160,7 +160,8 @@ def test_computed_counts_are_what_the_code_builds():
 
 # ---------------------------------------------------------------- recipes
 
-RECIPE_FIELDS = ("optimizer", "lr", "lr_factor", "epochs", "batch_size", "wd", "momentum", "aug_type")
+RECIPE_FIELDS = ("optimizer", "lr", "lr_factor", "epochs", "batch_size", "wd", "momentum", "aug_type",
+                 "lr_schedule", "label_smoothing", "ema", "cutout")
 
 
 def _recipe_rows():
@@ -176,9 +177,12 @@ def test_recipe_table_matches_the_recipes():
                       int(row["epochs"]), int(row["batch"]), float(row["weight decay"]), int(row["aug type"]))
         assert documented == (r.optimizer, r.momentum, r.lr, r.lr_factor, r.epochs, r.batch_size, r.wd,
                               r.aug_type), name
-        fractions = [Fraction(f) for f in row["lr steps, fractions"].split(",")]
+        fractions = [Fraction(f) for f in row["lr steps, fractions"].split(",") if _code(f) not in NONE]
         assert fractions == [Fraction(f) for f in r.lr_steps], name
-        assert [int(s) for s in row["lr steps, epochs"].split(",")] == r.steps(r.epochs), name
+        assert [int(s) for s in row["lr steps, epochs"].split(",") if _code(s) not in NONE] == r.steps(r.epochs), name
+        extras = (row["schedule"], Fraction(row["warm-up, fraction"]), float(row["label smoothing"]),
+                  float(row["EMA"]), int(row["cutout"]))
+        assert extras == (r.lr_schedule, Fraction(r.warmup), r.label_smoothing, r.ema, r.cutout), name
         assert _assignments(row["network defaults"]) == dict(r.model_defaults), name
 
 

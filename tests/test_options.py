@@ -257,6 +257,73 @@ def test_resume_with_every_option_reproduces_the_uninterrupted_run(pattern_data,
             assert float(got[key]) == pytest.approx(float(want[key]), abs=1e-4), key
 
 
+def test_resume_with_more_epochs_keeps_the_warmup_a_fraction_of_the_run(pattern_data, tmp_path):
+    out = str(tmp_path / "runs")
+    proc = run_gluonfuse(*train_args(pattern_data, out, "--lr-schedule", "cosine", "--warmup-epochs", "0.5"))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run(out)
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert (config["warmup_epochs"], config["warmup_fraction"]) == (0.5, 0.25)
+    resumed = run_gluonfuse("train", "--resume", run_dir, "--epochs", "4", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert (config["epochs"], config["warmup_epochs"], config["warmup_fraction"]) == (4, 1.0, 0.25)
+    # a config.json written before warmup_fraction: the stored epochs give the fraction
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({k: v for k, v in config.items() if k != "warmup_fraction"}, f)
+    resumed = run_gluonfuse("train", "--resume", run_dir, "--epochs", "6", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert (config["epochs"], config["warmup_epochs"], config["warmup_fraction"]) == (6, 1.5, 0.25)
+
+
+# ---------------------------------------------------------------- the fast recipe
+
+def test_the_fast_recipe_resolves_to_its_row_and_its_warmup_scales_with_the_epochs():
+    from fractions import Fraction
+
+    from gluonfuse.train.config import RECIPES, resolve_config
+
+    row = RECIPES["fast"]
+    for dataset, epochs in (("digits", 10), ("cifar10", row.epochs)):
+        config = resolve_config("cross", dataset, recipe="fast")
+        assert (config.optimizer, config.lr, config.batch_size, config.wd, config.momentum, config.epochs) == \
+            (row.optimizer, row.lr, row.batch_size, row.wd, row.momentum, epochs)
+        assert (config.lr_schedule, config.label_smoothing, config.ema, config.cutout) == \
+            (row.lr_schedule, row.label_smoothing, row.ema, row.cutout)
+        assert config.warmup_epochs == float(Fraction(row.warmup) * epochs) > 0
+    for epochs in (5, 7, 40):
+        config = resolve_config("cross", "digits", recipe="fast", overrides={"epochs": epochs})
+        assert config.warmup_epochs == pytest.approx(epochs * float(Fraction(row.warmup)))
+    # the published recipes stay as they were: none of the later options is on
+    assert all((r.lr_schedule, r.warmup, r.label_smoothing, r.ema, r.cutout) == ("step", "0", 0, 0, 0)
+               for name, r in RECIPES.items() if name != "fast")
+
+
+def test_explicit_flags_override_the_fast_recipe():
+    from gluonfuse.train.config import resolve_config
+
+    given = {"lr": 0.05, "lr_schedule": "onecycle", "warmup_epochs": 0.0, "label_smoothing": 0.0, "ema": 0.99,
+             "cutout": 4, "batch_size": 32, "epochs": 6}
+    config = resolve_config("cross", "digits", recipe="fast", overrides=given)
+    assert {k: getattr(config, k) for k in given} == given
+
+
+@pytest.mark.slow
+def test_the_fast_recipe_trains_an_epoch_of_digits_end_to_end(tmp_path):
+    out = str(tmp_path / "runs")
+    proc = run_gluonfuse("train", "--network", "cross", "--depth", "14", "--dataset", "digits", "--recipe", "fast",
+                         "--data-dir", str(tmp_path / "digits"), "--epochs", "1", "--seed", "0", "--out", out,
+                         "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run(out)
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    assert (config["recipe"], config["lr_schedule"], config["warmup_epochs"], config["label_smoothing"]) == \
+        ("fast", "cosine", 0.2, 0.1)
+    (row,) = _metrics(run_dir)
+    assert 0 <= float(row["test_error"]) <= 1 and math.isfinite(float(row["train_loss"]))
+
+
 def test_results_group_by_the_new_options_with_older_runs_at_their_defaults(tmp_path):
     import shutil
 

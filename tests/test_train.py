@@ -244,8 +244,11 @@ def _listed_defaults(help_text):
 
 
 @pytest.mark.parametrize("option", ["optimizer", "lr", "lr_factor", "lr_steps", "epochs", "batch_size", "wd",
-                                    "momentum", "aug_type"])
+                                    "momentum", "aug_type", "lr_schedule", "warmup_epochs", "label_smoothing", "ema",
+                                    "cutout"])
 def test_help_lists_each_recipes_default_as_the_run_gets_it(cli, option):
+    from fractions import Fraction
+
     from gluonfuse.cli.train import train_cmd
     from gluonfuse.train.config import RECIPE_OPTIONS, RECIPES, resolve_config
     from gluonfuse.train.schedule import steps_from_fractions
@@ -257,7 +260,10 @@ def test_help_lists_each_recipes_default_as_the_run_gets_it(cli, option):
     for recipe, text in values.items():
         got = resolve_config("cross", "cifar10", recipe=recipe)
         if option == "lr_steps":
-            assert got.lr_steps == steps_from_fractions(text.split(), got.epochs), recipe
+            fractions = [] if text == "none" else text.split()
+            assert got.lr_steps == steps_from_fractions(fractions, got.epochs), recipe
+        elif option == "warmup_epochs":  # a fraction of the epochs
+            assert got.warmup_epochs == float(Fraction(text) * got.epochs), recipe
         else:
             assert getattr(got, option) == _help_value(text), recipe
     for dataset, recipe, text in departures:

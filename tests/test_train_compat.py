@@ -80,6 +80,7 @@ def test_an_old_run_resumes_one_more_epoch(cli, old_run):
     from gluonfuse.train.config import TrainConfig
 
     added = {k: v for k, v in config_after.items() if k not in config_before}
+    assert added.pop("warmup_fraction") == 0  # derived: the warm-up (none) as a fraction of the run
     assert added and added == {k: v for k, v in TrainConfig.from_dict(config_before).to_dict().items() if k in added}
     status = json.loads(_read(old_run, "status.json"))
     assert (status["state"], status["epoch"], status["epochs"]) == ("finished", 3, 3)

@@ -108,8 +108,8 @@ def test_the_dataset_and_the_job_decide_the_rest(pattern_data):
     assert (plan.batch_size, plan.test_batch_size, plan.steps) == (16, 5, 5)
     assert (plan.train_part, plan.test_part) == ((80, 160), (25, 50))
     with open(OLD_CONFIG) as f:
-        # config.json keeps its keys and adds the newer options'
-        assert set(run_record(config, facts, 2)) == set(json.load(f)) | set(NEWER_OPTIONS)
+        # config.json keeps its keys and adds the newer options' and the warm-up as a fraction of the run
+        assert set(run_record(config, facts, 2)) == set(json.load(f)) | set(NEWER_OPTIONS) | {"warmup_fraction"}
     with pytest.raises(ValueError, match="does not match the dataset"):
         read_facts(resolve_config("cross", "patterns", data_dir=pattern_data, model_kwargs={"classes": 5}))
 

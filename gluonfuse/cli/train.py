@@ -94,12 +94,13 @@ def _floats(text, name):
 @click.option("--lr-schedule", default=None, metavar="|".join(SCHEDULES),
               help="step: the recipe's drops at --lr-steps; cosine and linear: from --lr down to 0; onecycle: "
                    "up from lr/25 over the first 30% of the run, then linearly to 0. Set every iteration "
-                   f"(default {option_default('lr_schedule')}).")
+                   f"{recipe_help('lr_schedule')}.")
 @click.option("--warmup-epochs", type=float, default=None, metavar="E",
-              help="Raise the lr linearly from --warmup-lr to --lr over the first E epochs, every iteration (default 0).")
+              help="Raise the lr linearly from --warmup-lr to --lr over the first E epochs, every iteration; by "
+                   f"default this fraction of --epochs {recipe_help('warmup_epochs')}.")
 @click.option("--warmup-lr", type=float, default=None, help=f"Where the warm-up starts (default {option_default('warmup_lr'):g}).")
 @click.option("--label-smoothing", type=float, default=None, metavar="EPS",
-              help="Train against (1-EPS) one-hot + EPS/classes targets (default 0: off).")
+              help=f"Train against (1-EPS) one-hot + EPS/classes targets; 0 is off {recipe_help('label_smoothing')}.")
 @click.option("--mixup", type=float, default=None, metavar="ALPHA",
               help="Mix pairs of images with Beta(ALPHA, ALPHA) weights (default 0: off). The train error is "
                    "counted against each mixed image's dominant label.")
@@ -109,7 +110,8 @@ def _floats(text, name):
 @click.option("--mix-prob", type=float, default=None,
               help=f"Chance that a batch is mixed by --mixup/--cutmix (default {option_default('mix_prob'):g}).")
 @click.option("--cutout", type=int, default=None, metavar="SIZE",
-              help="Erase one SIZE x SIZE square per training image to the mean colour (default 0: off).")
+              help="Erase one SIZE x SIZE square per training image to the mean colour; 0 is off "
+                   f"{recipe_help('cutout')}.")
 @click.option("--no-wd-bn-bias", is_flag=True, default=None,
               help="Weight decay only on convolution and Dense weights, not on BatchNorm gamma/beta or biases.")
 @click.option("--grad-clip", type=float, default=None, metavar="NORM",
@@ -117,7 +119,7 @@ def _floats(text, name):
 @click.option("--ema", type=float, default=None, metavar="DECAY",
               help="Keep a moving average of the weights and BatchNorm statistics with this decay in (0, 1), "
                    "e.g. 0.999; tested every epoch beside the weights (metrics.csv ema_* columns), checkpointed, "
-                   "and exported as 'last' when it tests better (export meta: weights ema). Default 0: off.")
+                   f"and exported as 'last' when it tests better (export meta: weights ema); 0 is off {recipe_help('ema')}.")
 @click.option("--tensorboard", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Write TensorBoard event files to DIR (default RUN_DIR/tb): loss and lr per iteration, errors, "
                    "top-5 and images/s per epoch, the graph, weight histograms (needs gluonfuse[tensorboard]).")

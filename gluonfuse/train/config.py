@@ -14,6 +14,7 @@ so the recipe means the same on any number of devices and machines (see :mod:`gl
 """
 import dataclasses
 import os
+from fractions import Fraction
 from typing import Dict, List, Optional, Tuple
 
 from gluonfuse.errors import ArgumentError, DataError, did_you_mean
@@ -26,7 +27,9 @@ class Recipe:
     """One family's published training recipe.
 
     ``lr_steps`` are fractions of the epochs (so a shortened run keeps the schedule's shape);
-    at ``epochs`` they give the published epochs exactly.
+    at ``epochs`` they give the published epochs exactly. The columns after ``model_defaults`` are
+    the training options beyond the papers: the published rows leave them off, and ``warmup`` is a
+    fraction of the epochs too.
     """
 
     name: str
@@ -42,9 +45,18 @@ class Recipe:
     aug_type: int = 1
     # model arguments the recipe implies (only applied when the network accepts them)
     model_defaults: Tuple[Tuple[str, object], ...] = ()
+    lr_schedule: str = "step"
+    warmup: str = "0"
+    label_smoothing: float = 0.0
+    ema: float = 0.0
+    cutout: int = 0
 
     def steps(self, epochs):
         return steps_from_fractions(self.lr_steps, epochs)
+
+    def warmup_epochs(self, epochs):
+        """The warm-up of a run of ``epochs``, in (possibly fractional) epochs."""
+        return float(Fraction(self.warmup) * epochs)
 
 
 RECIPES: Dict[str, Recipe] = {r.name: r for r in [
@@ -60,10 +72,18 @@ RECIPES: Dict[str, Recipe] = {r.name: r for r in [
            200, 128, 5e-4),
     Recipe("wrn_svhn", "docs/recipes.md#wrn_svhn, WRN on SVHN", "nag", 0.01, 0.1, ("80/160", "120/160"), 160, 128, 5e-4,
            aug_type=0, model_defaults=(("dropout", 0.4),)),
+    # not a paper's: chosen by measurement on digits at 5 and 10 epochs, 3 seeds (docs/recipes.md#fast);
+    # the doubled lr needs the warm-up, and the cosine decay ends the run at lr 0 whatever --epochs is.
+    # Cutout 8, mixup, EMA, batch 32 or 128 did not help at these budgets (same page)
+    Recipe("fast", "docs/recipes.md#fast, measured on digits", "nag", 0.2, 0.1, (), 10, 64, 1e-4,
+           lr_schedule="cosine", warmup="1/5", label_smoothing=0.1),
 ]}
 DEFAULT_RECIPE = "fusion"
-# the TrainConfig options whose defaults are Recipe columns (and nowhere else)
-RECIPE_OPTIONS = ("optimizer", "lr", "lr_factor", "lr_steps", "epochs", "batch_size", "wd", "momentum", "aug_type")
+# the TrainConfig options whose defaults are Recipe columns (and nowhere else); lr_steps and
+# warmup_epochs are resolved from the row's fractions against the run's epochs
+RECIPE_OPTIONS = ("optimizer", "lr", "lr_factor", "lr_steps", "epochs", "batch_size", "wd", "momentum", "aug_type",
+                  "lr_schedule", "warmup_epochs", "label_smoothing", "ema", "cutout")
+FRACTION_OPTIONS = {"lr_steps": "lr_steps", "warmup_epochs": "warmup"}  # option -> its Recipe column
 
 # Per-dataset departures from a recipe. SVHN: no augmentation (all recipes), 40 epochs for the
 # fusion recipe (docs/recipes.md#dataset-departures). Digits must not be mirrored; the embedded `digits` set is a demo, so
@@ -96,7 +116,9 @@ class TrainConfig:
     Nothing here depends on the data: what the dataset decides (classes, mean/std, input shape, the
     network's final arguments) is :class:`gluonfuse.train.plan.DataFacts`, and ``config.json``
     stores both (:func:`gluonfuse.train.plan.run_record`). The recipe-backed fields have no default
-    here: their defaults live in :data:`RECIPES` and :data:`DATASET_DEFAULTS` only.
+    here: their defaults live in :data:`RECIPES` and :data:`DATASET_DEFAULTS` only. The exception is
+    the recipe columns added later (``lr_schedule`` .. ``cutout``): their value below (off) is what a
+    ``config.json`` written before they existed means, never a new run's default.
     """
 
     network: str
@@ -125,7 +147,7 @@ class TrainConfig:
     out_dir: str = "runs"
     # training options beyond the published recipes; each default is off, i.e. the recipe as published
     lr_schedule: str = "step"  # step (the recipe's), cosine, linear, onecycle (train/schedule.py)
-    warmup_epochs: float = 0.0  # linear warm-up from warmup_lr to lr over these epochs
+    warmup_epochs: float = 0.0  # linear warm-up from warmup_lr to lr over these epochs (config.json: also warmup_fraction)
     warmup_lr: float = 0.0
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) parameters; 0 is off
@@ -234,7 +256,7 @@ def recipe_defaults(recipe_name, dataset):
     """The recipe's values with the dataset's departures applied (a plain dict; ``lr_steps`` are
     resolved against the epochs by :func:`resolve_config`)."""
     r = get_recipe(recipe_name)
-    values = {name: getattr(r, name) for name in RECIPE_OPTIONS if name != "lr_steps"}
+    values = {name: getattr(r, name) for name in RECIPE_OPTIONS if name not in FRACTION_OPTIONS}
     values.update(DATASET_DEFAULTS.get(dataset, {}))
     values.update(DATASET_DEFAULTS.get((dataset, recipe_name), {}))
     return values
@@ -243,7 +265,8 @@ def recipe_defaults(recipe_name, dataset):
 def recipe_help(option):
     """The defaults of a recipe-backed ``option`` as ``--help`` shows them, generated from the rows:
     ``[fusion 0.1, fractal 0.02, ...]``, then the dataset departures (``; svhn with fusion 40``)."""
-    values = {name: getattr(r, option) for name, r in RECIPES.items()}
+    column = FRACTION_OPTIONS.get(option, option)
+    values = {name: getattr(r, column) for name, r in RECIPES.items()}
     if len(set(values.values())) == 1:
         text = f"{_help_value(values[DEFAULT_RECIPE])} in every recipe"
     else:
@@ -255,7 +278,7 @@ def recipe_help(option):
 
 def _help_value(value):
     if isinstance(value, tuple):  # lr_steps: fractions of the epochs
-        return " ".join(value)
+        return " ".join(value) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -286,6 +309,7 @@ def resolve_config(network, dataset, data_dir=None, recipe=None, model_kwargs=No
     values.update(overrides)
     if steps is None:
         steps = r.steps(values["epochs"])
+    values.setdefault("warmup_epochs", r.warmup_epochs(values["epochs"]))
     values.setdefault("test_batch_size", values["batch_size"])
     if values.get("seed") is None:
         # like the authors' time-based seed, repeated runs differ; the drawn seed is saved in

@@ -127,6 +127,8 @@ def plan_run(config, facts, workers=1, rank=0, devices=1):
 
 def run_record(config, facts, workers=1):
     """``config.json``: the configuration, the network's final arguments and what the data and the job
-    decided (``classes``, ``mean``, ``std``, ``input_shape``, ``num_workers``)."""
+    decided (``classes``, ``mean``, ``std``, ``input_shape``, ``num_workers``), and the warm-up as a
+    fraction of the run (``warmup_fraction``, which ``--resume --epochs`` keeps)."""
     return dict(config.to_dict(), model_kwargs=dict(facts.model_kwargs), classes=facts.classes,
-                mean=list(facts.mean), std=list(facts.std), input_shape=list(facts.input_shape), num_workers=workers)
+                mean=list(facts.mean), std=list(facts.std), input_shape=list(facts.input_shape), num_workers=workers,
+                warmup_fraction=config.warmup_epochs / config.epochs)

@@ -67,10 +67,15 @@ def _starting_config(config, resume, overrides):
         raise ArgumentError("give config or resume (a run directory), exactly one of them", "resume")
     if resume is None:
         return config
-    config = TrainConfig.from_dict(load_run(resume).config, source=os.path.join(resume, "config.json"))
+    stored = load_run(resume).config
+    config = TrainConfig.from_dict(stored, source=os.path.join(resume, "config.json"))
     for key, value in (overrides or {}).items():
         if value is not None:
             setattr(config, key, value)
+    # a warm-up keeps its fraction of the run when --epochs changes, as cosine, linear and onecycle
+    # do (config.json before warmup_fraction: the stored epochs give it)
+    if config.epochs != stored["epochs"]:
+        config.warmup_epochs = stored.get("warmup_fraction", config.warmup_epochs / stored["epochs"]) * config.epochs
     return config
 
 
