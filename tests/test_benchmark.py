@@ -304,7 +304,7 @@ def test_report_quick_runs_every_part_end_to_end(tmp_path):
     text = out.read_text()
     assert text.strip() in proc.stdout and not list(out.parent.glob(".*.part"))  # renamed into place
     report = json.loads(js.read_text())
-    assert [p["name"] for p in report["parts"]] == ["resnet56", "cross56", "train", "data"]
+    assert [p["name"] for p in report["parts"]] == ["resnet56", "cross56", "infer", "train", "data"]
     lines = text.splitlines()
     assert lines[2].startswith("**Machine:** ") and f"{len(os.sched_getaffinity(0))} visible cores" in lines[2]
     has_torch = importlib.util.find_spec("torch") is not None
@@ -314,7 +314,7 @@ def test_report_quick_runs_every_part_end_to_end(tmp_path):
     rows = table_rows(text)
     assert len(rows) == len(report["ratios"])
     assert {r[0] for r in rows} == {p["title"] for p in report["parts"]}
-    torch_rows = [r for r in rows if "PyTorch eager" in r[1]]
+    torch_rows = [r for r in rows if "PyTorch eager" in r[1] and r[0].startswith("models")]
     if has_torch:  # train and infer ratios of both models parts
         assert len(torch_rows) == 4 and all(float(r[2]) > 0 for r in torch_rows)
     else:  # never silently left out
@@ -329,13 +329,77 @@ def test_report_quick_runs_every_part_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--parts", "resnet56,bogus"], "--parts takes names from resnet56, cross56, dfn_mr1, train, data"),
+    (["--parts", "resnet56,bogus"], "--parts takes names from resnet56, cross56, dfn_mr1, infer, train, data"),
     (["--rounds", "0"], "--rounds must be at least 1"),
     (["--out", "/"], "--out / is a directory"),
 ])
 def test_bad_report_arguments_are_one_line_and_exit_2(args, message, capsys):
+    assert_one_line_exit_2(["report", *args], message, capsys)
+
+
+def assert_one_line_exit_2(argv, message, capsys):
+    """``benchmark.py ARGV`` exits with 2 and one line on stderr that contains ``message``."""
     with pytest.raises(SystemExit) as exc:
-        benchmark.main(["report", *args])
+        benchmark.main(argv)
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- infer
+
+INFER_LABELS = ["fp32 plain", "fp32 fused (MKLDNN)", "int8 (MKLDNN, naive calibration)", "PyTorch eager",
+                "PyTorch channels_last", "PyTorch int8 (torch.ao x86)"]
+INFER_QUICK = ["--quick", "--network", "resnet", "--depth", "8", "--batch-sizes", "1,4", "--rounds", "1", "--quiet"]
+
+
+def _infer_rows(report):
+    (net,) = report["networks"]
+    return net, [r["label"] for r in net["rows"]] + [s["label"] for s in net["skipped"]]
+
+
+def test_infer_runs_every_variant_end_to_end(tmp_path):
+    out = tmp_path / "infer.json"
+    proc = run_tool("infer", *INFER_QUICK, "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    net, labels = _infer_rows(report)
+    assert net["network"] == "resnet_d8_w1"
+    assert sorted(labels) == sorted(INFER_LABELS)  # every variant is a row: timed or skipped with a reason
+    has_torch = importlib.util.find_spec("torch") is not None
+    timed = [r["label"] for r in net["rows"]]
+    assert timed[:3] == INFER_LABELS[:3]  # the mxnet variants run on this MKLDNN build
+    if has_torch:
+        assert {"PyTorch eager", "PyTorch channels_last"} <= set(timed)
+    for r in net["rows"]:
+        assert r["params"] == 78_042  # the same architecture everywhere
+        for b in ("1", "4"):
+            assert len(r[b]["rounds"]) == 1 and r[b]["median"] > 0
+    assert net["rows"][0]["1"]["speedup"]["median"] == pytest.approx(1.0)
+    names = [r["name"] for r in report["ratios"]]
+    assert "resnet_d8_w1 batch 1 latency: int8 (MKLDNN, naive calibration) / fp32 plain" in names
+    assert "resnet_d8_w1 batch 4 throughput: fp32 fused (MKLDNN) / fp32 plain" in names
+    rows = table_rows(proc.stdout)
+    assert [r[0] for r in rows] == labels
+    assert rows[0][2].endswith(" ms") and "random-normal" in proc.stdout
+
+
+def test_infer_torch_rows_skip_without_torch(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench_models, "torch_installed", lambda: False)
+    out = tmp_path / "infer.json"
+    assert benchmark.main(["infer", *INFER_QUICK, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    net, labels = _infer_rows(report)
+    assert labels == INFER_LABELS
+    assert net["skipped"] == [{"label": label, "reason": bench_models.TORCH_HINT} for label in INFER_LABELS[3:]]
+    rows = table_rows(capsys.readouterr().out)
+    assert rows[-1][2] == "skipped: " + bench_models.TORCH_HINT
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-sizes", "1,x"], "--batch-sizes takes distinct positive numbers"),
+    (["--network", "fractalnet20"], "has versions of the CIFAR"),
+    (["--latency-calls", "0"], "--latency-calls must be at least 1"),
+])
+def test_bad_infer_arguments_are_one_line_and_exit_2(args, message, capsys):
+    assert_one_line_exit_2(["infer", *args], message, capsys)

@@ -84,8 +84,13 @@ def timed(step, sync, iters):
     return {"wall": wall, "cpu": cpu, "busy": None if busy0 is None else busy1 - busy0}
 
 
-def interleave(contenders, modes, rounds, iters, batch_size, log=None, max_other_load=None):
+def interleave(contenders, modes, rounds, iters, batch_size, log=None, max_other_load=None, rotate=False):
     """Time every contender in every mode for ``rounds`` rounds of ``iters`` iterations.
+
+    ``iters`` and ``batch_size`` are numbers or ``{mode: number}``. A contender's timing may carry
+    ``calls``, the wall seconds of each call: its speed is then the batch over the median call (a
+    latency), not the images over the whole wall time. With ``rotate``, round r starts with the r-th
+    contender (A B C, B C A, C A B, ...) instead of reversing the order every other round.
 
     ``results`` is ``{label: {mode: {"images_per_sec": [...], "cores_busy": [...], "other_load": [...]}}}``,
     one entry per round: ``cores_busy`` is the contender's CPU time over wall time (2.0 = two cores
@@ -97,14 +102,21 @@ def interleave(contenders, modes, rounds, iters, batch_size, log=None, max_other
     results = {c.label: {m: {"images_per_sec": [], "cores_busy": [], "other_load": []} for m in modes}
                for c in contenders}
     done = discarded = 0
+    iters_of, batch_of = (v if isinstance(v, dict) else dict.fromkeys(modes, v) for v in (iters, batch_size))
     while done < rounds:
-        order = contenders if (done + discarded) % 2 == 0 else contenders[::-1]
+        k = done + discarded
+        if rotate:
+            order = contenders[k % len(contenders):] + contenders[:k % len(contenders)]
+        else:
+            order = contenders if k % 2 == 0 else contenders[::-1]
         this = []
         for mode in modes:
             for c in order:
-                t = c.run(mode, iters)
+                t = c.run(mode, iters_of[mode])
                 other = None if t["busy"] is None else max(0.0, (t["busy"] - t["cpu"]) / t["wall"])
-                this.append((c.label, mode, iters * batch_size / t["wall"], t["cpu"] / t["wall"], other))
+                speed = (batch_of[mode] / statistics.median(t["calls"]) if t.get("calls")
+                         else iters_of[mode] * batch_of[mode] / t["wall"])
+                this.append((c.label, mode, speed, t["cpu"] / t["wall"], other))
         worst = max((o for *_, o in this if o is not None), default=0.0)
         if max_other_load is not None and worst > max_other_load and discarded < 2 * rounds:
             discarded += 1

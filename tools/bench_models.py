@@ -21,6 +21,7 @@ Contenders (--against, comma-separated; 'auto' picks what exists for --network):
 --threads-check instead compares mxnet's default thread pool (OMP_NUM_THREADS unset: half the cores)
 with gluonfuse's (every core), each in its own subprocess.
 """
+import importlib
 import importlib.util
 import json
 import os
@@ -361,12 +362,19 @@ class WorkerContender:
             self.proc.wait(timeout=60)
 
 
+def contender_builder(job):
+    """The module whose ``skip_reason`` and ``build_contender`` make ``job``'s contender: ``job["builder"]``
+    (another section's module, e.g. bench_infer) or this one."""
+    return importlib.import_module(job.get("builder", __name__))
+
+
 def worker_main(job):
     """Serve one contender: answer 'MODE ITERS' lines with timings, one JSON line each."""
     def send(obj):
         sys.stdout.write(WORKER_TAG + json.dumps(obj) + "\n")
         sys.stdout.flush()
 
+    builder = contender_builder(job)
     try:
         if job.get("mxnet_default_threads"):
             # undo gluonfuse's choice before mxnet loads: this process shows mxnet's own default
@@ -374,12 +382,12 @@ def worker_main(job):
                 raise RuntimeError("mxnet was imported before the worker could unset the thread variables")
             for var in bench_common.THREAD_VARS:
                 os.environ.pop(var, None)
-        reason = skip_reason(job["desc"], job["ctx_kind"])
+        reason = builder.skip_reason(job["desc"], job["ctx_kind"])
         if reason:
             raise RuntimeError(reason)
-        c = build_contender(job["desc"], job["ctx_kind"], job["ctx_ids"], job["batch_size"], job["seed"])
+        c = builder.build_contender(job["desc"], job["ctx_kind"], job["ctx_ids"], job["batch_size"], job["seed"])
         _warm_up(c, job["modes"], job["warmup"])
-        send({"params": c.params(), "threads": bench_common.thread_count()})
+        send(dict(getattr(c, "notes", {}), params=c.params(), threads=bench_common.thread_count()))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         send({"error": f"{type(exc).__name__}: {exc}"})
         return 1
@@ -423,7 +431,7 @@ def run(args):
         descs = descs[:1]
         contenders, skipped = _threads_check_contenders(descs[0], setup, say), []
     else:
-        contenders, skipped = _start(descs, setup, not args.in_process, say)
+        contenders, skipped = start_contenders(descs, setup, not args.in_process, say)
     try:
         results, discarded = bench_common.interleave(contenders, modes, args.rounds, args.iters, args.batch_size,
                                                      log=say, max_other_load=args.max_other_load)
@@ -433,11 +441,20 @@ def run(args):
             c.close()
 
 
-def _start(descs, setup, isolate, say):
+def optional(desc):
+    """A contender reported as skipped, with the reason, when it fails to start: PyTorch channels_last
+    and torch.compile (reported when they work, not required), or any desc with ``optional`` true."""
+    return desc.get("optional", desc["kind"] == "torch" and desc["variant"] != "eager")
+
+
+def start_contenders(descs, setup, isolate, say):
+    """``(contenders, skipped)``: ``descs`` started in worker processes (``isolate``) or in this one;
+    ``setup["builder"]`` names the module that builds them (default this one)."""
+    builder = contender_builder(setup)
     contenders, skipped = [], []
     env = dict(os.environ)  # carries the OMP_NUM_THREADS gluonfuse chose to the workers
     for desc in descs:
-        reason = skip_reason(desc, setup["ctx_kind"])
+        reason = builder.skip_reason(desc, setup["ctx_kind"])
         if reason:
             skipped.append(Skipped(desc["label"], reason))
             continue
@@ -447,11 +464,11 @@ def _start(descs, setup, isolate, say):
             if isolate:
                 c = WorkerContender(desc, setup, env)
             else:
-                c = build_contender(desc, setup["ctx_kind"], setup["ctx_ids"], setup["batch_size"], setup["seed"])
+                c = builder.build_contender(desc, setup["ctx_kind"], setup["ctx_ids"], setup["batch_size"],
+                                            setup["seed"])
                 _warm_up(c, setup["modes"], setup["warmup"])
         except Exception as exc:  # noqa: BLE001
-            # channels_last and torch.compile are reported when they work, not required
-            if desc["kind"] != "torch" or desc["variant"] == "eager":
+            if not optional(desc):
                 raise
             skipped.append(Skipped(desc["label"], f"failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"))
             continue
@@ -511,7 +528,7 @@ def _threads_text(args, contenders):
     return text
 
 
-def _noise_line(contenders, results, discarded):
+def noise_line(contenders, results, discarded):
     other = [v for c in contenders for rec in results[c.label].values() for v in rec["other_load"]]
     if not other:
         return None
@@ -545,7 +562,7 @@ def _report(args, setup, contenders, skipped, results, discarded):
             r = row[mode]["first_over_this"]
             lines.append(f"- {mode}: {first} runs at {r['median']:.2f}x {row['label']} (per-round ratios "
                          f"{r['min']:.2f}-{r['max']:.2f}; params {rows[0]['params']:,} vs {row['params']:,})")
-    noise = _noise_line(contenders, results, discarded)
+    noise = noise_line(contenders, results, discarded)
     if noise:
         lines.append(noise)
     return {"section": "models", "command": bench_common.command_line(),

@@ -5,6 +5,8 @@ Parts, each an ordinary section run with its own options, one after the other:
             and torch.compile, training and inference
   cross56   models: cross 56 vs resnet 56 and the PyTorch versions
   dfn_mr1   models: dfn_mr1 (cross 110) vs resnet 110 and the PyTorch versions
+  infer     inference of resnet 56 and cross 56: fp32 plain, MKLDNN-fused, int8 against PyTorch eager,
+            channels_last and torch.ao int8, batch 1 latency and batch 256 throughput
   train     the trainer's whole pipeline vs the bare step and the authors' Module.fit
   data      packing vs mxnet's im2rec.py; reading through the trainer's input pipeline
 (`dist` is left out: a loopback job on one machine shows the parameter server's cost, not a speed.)
@@ -14,7 +16,7 @@ mxnet and its oneDNN, torch and its oneDNN and MKL, OpenMP threads and who set t
 before and after), then one table of every ratio: the median of the per-round ratios over
 interleaved rounds, their range and spread, then each part's own tables with the time it took.
 PyTorch rows that cannot run (torch not installed) are listed as skipped, with the reason. The
-defaults should take 12-14 minutes on an idle 2-core machine, about half of it torch.compile
+defaults should take 15-17 minutes on an idle 2-core machine, about half of it torch.compile
 compiling; --quick shrinks every part to a few seconds, to check that the report runs, not to
 measure.
 
@@ -27,6 +29,7 @@ import time
 
 import bench_common
 import bench_data
+import bench_infer
 import bench_machine
 import bench_models
 import bench_train
@@ -50,6 +53,9 @@ PARTS = {
                                       *QUICK_MODEL_TIMING])),
     "dfn_mr1": ("models: dfn_mr1 (cross 110)", bench_models,
                 ["--network", "dfn_mr1", "--against", "resnet:110," + TORCH_ALL, *MODEL_TIMING], None),
+    "infer": ("infer: fp32, fused, int8 vs PyTorch", bench_infer,
+              ["--latency-calls", "10", "--iters", "1", "--warmup", "2"],
+              ("infer: fp32, fused, int8 vs PyTorch", ["--quick"])),
     "train": ("train: the trainer's pipeline", bench_train,
               ["--network", "cross", "--depth", "14", "--batch-size", "64", "--batches", "12", "--warmup", "3"],
               ("train: the trainer's pipeline",
@@ -70,7 +76,12 @@ PARTS = {
 #   (about the same parameters), cross 110 twice as many: ~6-8 min for the three;
 # - train: 5 rounds x 3 cases x ~5 s (network build, 15 batches) ~75 s; data: ~50 s (1000 JPEGs
 #   packed 3 times by each tool, 10,000 records read twice); the framework probes ~10 s.
-# That is 12-14 minutes; more rounds buy narrower ranges at ~30 s each.
+# - infer: 12 worker processes (two networks x six variants; the int8 ones calibrate, ~10 s each to
+#   start), then per round 6 variants x (10 batch-1 calls + 1 batch-256 call + untimed first calls and
+#   0.3 s settling): `infer` with its own defaults (3 rounds, 30 latency calls, 2 iterations) took
+#   10 min at a load average of 1.2-2.9 from other processes; the report's lighter settings with 5
+#   rounds are estimated at 3-4 min on an idle machine (not yet measured).
+# That is 15-17 minutes; more rounds buy narrower ranges at ~30 s each.
 DEFAULT_ROUNDS, QUICK_ROUNDS = 5, 2
 CPU_NOTE = ("mxnet (oneDNN 2.x inside mxnet 1.9.1) and PyTorch (its own oneDNN and MKL) choose their kernels at "
             "run time from the CPU's instruction sets (the ISA in the machine line): ratios between them, and "
@@ -114,6 +125,8 @@ def part_plan(name, args):
         argv += ["--rounds", rounds] + (["--quiet"] if args.quiet else [])
         if args.max_other_load is not None:
             argv += ["--max-other-load", str(args.max_other_load)]
+    elif module is bench_infer:
+        argv += ["--rounds", rounds] + (["--quiet"] if args.quiet else [])
     elif module is bench_train:
         argv += ["--repeat", rounds]
     return title, module, argv

@@ -5,6 +5,7 @@
     python tools/benchmark.py models --network resnet --depth 56      # vs gluoncv and PyTorch
     python tools/benchmark.py models --network cross --depth 110 --against resnet:110
     python tools/benchmark.py models --threads-check                  # mxnet's default threads vs gluonfuse's
+    python tools/benchmark.py infer                                    # fp32, fused, int8 vs PyTorch, batch 1 and 256
     python tools/benchmark.py data --images 1000                      # im2rec vs mxnet's im2rec.py
     python tools/benchmark.py train --repeat 3                        # pipeline vs bare step vs Module
     python tools/benchmark.py dist                                    # 2 loopback workers vs 1 process
@@ -41,6 +42,7 @@ import gluonfuse  # noqa: E402,F401  sizes mxnet's OpenMP pool; must come before
 SECTIONS = {
     "report": "bench_report",  # the standard set of the sections below, one table with the machine
     "models": "bench_models",  # a network's training and inference speed vs gluoncv, PyTorch, another net
+    "infer": "bench_infer",    # fp32 plain / fused / int8 inference vs PyTorch eager / channels_last / int8
     "data": "bench_data",      # im2rec vs mxnet's im2rec.py; the trainer's input pipeline reading speed
     "train": "bench_train",    # whole pipeline vs bare step vs the authors' Module.fit
     "dist": "bench_dist",      # loopback dist_sync job (2 workers) vs one process
