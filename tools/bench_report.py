@@ -16,8 +16,8 @@ mxnet and its oneDNN, torch and its oneDNN and MKL, OpenMP threads and who set t
 before and after), then one table of every ratio: the median of the per-round ratios over
 interleaved rounds, their range and spread, then each part's own tables with the time it took.
 PyTorch rows that cannot run (torch not installed) are listed as skipped, with the reason. The
-defaults should take 15-17 minutes on an idle 2-core machine, about half of it torch.compile
-compiling; --quick shrinks every part to a few seconds, to check that the report runs, not to
+defaults took 12.7 minutes on an idle 2-core AMD EPYC (models parts 7.8, infer 3.5, train and
+data 1.3); --quick shrinks every part to a few seconds, to check that the report runs, not to
 measure.
 
     python tools/benchmark.py report --out report.md
@@ -80,8 +80,9 @@ PARTS = {
 #   start), then per round 6 variants x (10 batch-1 calls + 1 batch-256 call + untimed first calls and
 #   0.3 s settling): `infer` with its own defaults (3 rounds, 30 latency calls, 2 iterations) took
 #   10 min at a load average of 1.2-2.9 from other processes; the report's lighter settings with 5
-#   rounds are estimated at 3-4 min on an idle machine (not yet measured).
-# That is 15-17 minutes; more rounds buy narrower ranges at ~30 s each.
+#   rounds took 212 s on an idle machine.
+# Measured on an idle 2-core AMD EPYC: 762 s in all (models 104 + 101 + 265 s, infer 212 s, train
+# 35 s, data 41 s); more rounds buy narrower ranges at ~30 s each.
 DEFAULT_ROUNDS, QUICK_ROUNDS = 5, 2
 CPU_NOTE = ("mxnet (oneDNN 2.x inside mxnet 1.9.1) and PyTorch (its own oneDNN and MKL) choose their kernels at "
             "run time from the CPU's instruction sets (the ISA in the machine line): ratios between them, and "
