@@ -109,6 +109,12 @@ def export_model(net, out_dir, name=None, epoch=0, input_shape=None, extra=None)
     return paths
 
 
+def export_meta_path(symbol_file):
+    """The ``-meta.json`` beside an exported ``-symbol.json`` ('' for a file not named so)."""
+    suffix = "-symbol.json"
+    return symbol_file[:-len(suffix)] + "-meta.json" if symbol_file.endswith(suffix) else ""
+
+
 def load_exported(symbol_file, params_file, ctx=None):
     """Load an exported pair with plain MXNet (``SymbolBlock.imports``), as a deployment would."""
     import mxnet as mx

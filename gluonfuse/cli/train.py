@@ -275,68 +275,13 @@ def eval_cmd(run_dir, symbol_file, params_file, data, which, column, batch_size,
     For ensemble, each member is reported too. The result says which graph ran: MKLDNN-fused fp32,
     plain fp32 or int8 ("path" in --json).
     """
+    from gluonfuse.deploy.infer import evaluate
     from gluonfuse.train.config import make_contexts
 
     contexts = make_contexts(devices) if devices else None
-    if run_dir and (symbol_file or params_file):
-        raise ValueError("give RUN_DIR or --symbol/--params, not both")
-    if int8 and run_dir:
-        if column is not None:
-            raise ValueError("--column evaluates one fp32 column; the int8 model is the whole network: drop one")
-        symbol_file, params_file = _int8_pair(run_dir, which, no_fuse)
-        run_dir, data = None, data or _test_set(run_dir)
-    if run_dir:
-        res = _eval_run(run_dir, which, data, column, batch_size, contexts, no_fuse)
-    elif symbol_file and params_file and data:
-        if column is not None:
-            raise ValueError("--column needs a RUN_DIR (an exported symbol has its columns fixed)")
-        res = _eval_exported(symbol_file, params_file, data, (_floats(mean, "--mean"), _floats(std, "--std")),
-                             batch_size, contexts, (int8, no_fuse))
-    else:
-        raise ValueError("give a RUN_DIR, or --symbol F --params F --data PATH.rec")
+    res = evaluate(run_dir, symbol_file, params_file, data, which, column, batch_size, _floats(mean, "--mean"),
+                   _floats(std, "--std"), contexts, int8, not no_fuse, _notice)
     _print_result(res, as_json)
-
-
-def _test_set(run_dir):
-    from gluonfuse.train.rundir import load_run
-
-    return os.path.join(load_run(run_dir).config["data_dir"], "test.rec")
-
-
-def _int8_pair(run_dir, which, no_fuse):
-    """The run's int8 pair for ``--int8``; refused with --no-fuse before looking for it."""
-    from gluonfuse.deploy.infer import int8_pair
-    from gluonfuse.train.rundir import load_run
-
-    if no_fuse:
-        raise ValueError("--int8 runs an int8 graph, which is always fused: drop --no-fuse, or drop --int8 to run "
-                         "the plain fp32 graph")
-    load_run(run_dir)  # not a run directory: that error first
-    return int8_pair(run_dir, which)
-
-
-def _eval_run(run_dir, which, data, column, batch_size, contexts, no_fuse):
-    from gluonfuse.deploy.infer import fp32_path
-    from gluonfuse.train.evaluate import run_evaluation
-
-    ev = run_evaluation(run_dir, which, data, contexts, column, batch_size)
-    path = fp32_path(ev.net, None if no_fuse else ev.sample(), ev.contexts, not no_fuse, _notice)
-    return dict(ev.run(path.block), path=path.name)
-
-
-def _eval_exported(symbol_file, params_file, data, norm, batch_size, contexts, modes):
-    """``norm``: (mean, std) or Nones; ``modes``: (--int8, --no-fuse)."""
-    from gluonfuse.deploy.infer import INT8, Path, fp32_path, int8_graph
-    from gluonfuse.train.evaluate import exported_evaluation
-
-    int8, no_fuse = modes
-    quantized = int8_graph(symbol_file, contexts, not no_fuse, asked=int8)  # refusals before loading
-    ev = exported_evaluation(symbol_file, params_file, data, *norm, contexts, batch_size or 64)
-    if quantized:
-        path = Path(ev.net, INT8)
-    else:
-        path = fp32_path(ev.net, None if no_fuse else ev.sample(), ev.contexts, not no_fuse, _notice)
-    return dict(ev.run(path.block), path=path.name)
 
 
 @click.command("predict")
@@ -356,34 +301,14 @@ def predict_cmd(run_dir, images, which, top_k, int8, no_fuse, as_json):
     Images of any size and any format OpenCV reads are resized to the network's input and
     normalised as in training. Runs on one CPU context.
     """
-    from gluonfuse.train.predict import predict_run
+    from gluonfuse.deploy.infer import predict
 
-    prepare = _int8_block(run_dir, which, no_fuse) if int8 else _fused_block(no_fuse)
-    results = predict_run(run_dir, list(images), which=which, top_k=top_k, prepare=prepare)
+    results = predict(run_dir, images, which, top_k, int8, not no_fuse, _notice)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for r in results:
         click.echo(f"{r['image']}: " + ", ".join(f"{name} {p:.3f}" for name, p in r["top"]))
-
-
-def _fused_block(no_fuse):
-    """predict's ``prepare``: the fused graph when it agrees with the network on the images."""
-    from gluonfuse.deploy.infer import fp32_path
-
-    return lambda net, batch: fp32_path(net, batch, fuse=not no_fuse, notice=_notice).block
-
-
-def _int8_block(run_dir, which, no_fuse):
-    """predict's ``prepare`` for --int8: the run's int8 model (its refusals come before any work)."""
-    from gluonfuse.deploy.infer import check_int8
-    from gluonfuse.export import load_exported
-
-    symbol_file, params_file = _int8_pair(run_dir, which, no_fuse)
-    check_int8(symbol_file)
-    block = load_exported(symbol_file, params_file)
-    block.hybridize(static_alloc=True, static_shape=True)
-    return lambda net, batch: block
 
 
 COMMANDS = [train_cmd, eval_cmd, predict_cmd]

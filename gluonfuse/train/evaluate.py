@@ -152,12 +152,6 @@ def evaluate_run(run_dir, which="best", data=None, contexts=None, column=None, b
     return run_evaluation(run_dir, which, data, contexts, column, batch_size).run(threads=threads)
 
 
-def export_meta_path(symbol_file):
-    """The ``-meta.json`` beside an exported ``-symbol.json`` ('' for a file not named so)."""
-    suffix = "-symbol.json"
-    return symbol_file[:-len(suffix)] + "-meta.json" if symbol_file.endswith(suffix) else ""
-
-
 def exported_inputs(symbol_file, data, mean=None, std=None):
     """How an exported network reads ``data`` (a .rec): ``{mean, std, input_shape, classes, stored_size,
     export}`` (``export``: the ``-meta.json`` beside the symbol, ``{}`` when there is none).
@@ -168,6 +162,7 @@ def exported_inputs(symbol_file, data, mean=None, std=None):
     be None).
     """
     from gluonfuse.data.meta import read_meta, stored_size
+    from gluonfuse.export import export_meta_path
     from gluonfuse.io import read_json
     from gluonfuse.train.data import normalisation
 
