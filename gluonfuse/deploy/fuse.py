@@ -2,9 +2,10 @@
 network computes.
 
 MXNet's MKLDNN backend folds BatchNorm into the preceding convolution and fuses the ReLU and the
-residual sum into it (``_sg_mkldnn_conv`` nodes). :func:`fuse` partitions a network's inference graph
-(:func:`gluonfuse.deploy.graph.inference_graph`) with ``Symbol.get_backend_symbol('MKLDNN')``, runs
-the fused graph and the plain network on the same batch, and returns the fused one only when their
+residual sum into it (``_sg_mkldnn_conv`` nodes). :func:`fuse` folds a network's scalar
+multiplications into its weights (:mod:`gluonfuse.deploy.scales`; cross's merges), then
+partitions its inference graph (:func:`gluonfuse.deploy.graph.inference_graph`) with
+``Symbol.get_backend_symbol('MKLDNN')``, runs the fused graph and the plain network on the same batch, and returns the fused one only when their
 outputs agree; otherwise the plain network with a one-line reason.
 """
 import dataclasses
@@ -82,17 +83,19 @@ def fuse(net, x, graph_text=None):
     import mxnet as mx
 
     from gluonfuse.deploy.graph import inference_graph, symbol_block
+    from gluonfuse.deploy.scales import folded_block
 
     if not mkldnn_available():
         return Fused(net, False, "this mxnet build has no MKLDNN")
     plain = outputs(net, x)
-    graph_text = graph_text or inference_graph(net)
     try:
+        # scalar multiplications folded into the weights first: they would leave MKLDNN's layout
+        folded, graph_text, _ = folded_block(net, graph_text or inference_graph(net))
         sym = mx.sym.load_json(graph_text).get_backend_symbol("MKLDNN")
         subgraphs = sum(1 for node in sym.get_internals() if node.name.startswith("sg_mkldnn"))
         if not subgraphs:
             return Fused(net, False, "MKLDNN found nothing to fuse")
-        block = symbol_block(sym.tojson(), net.collect_params())
+        block = symbol_block(sym.tojson(), folded.collect_params())
         block.hybridize(static_alloc=True, static_shape=True)
         fused = outputs(block, x)
     except mx.base.MXNetError as exc:

@@ -137,7 +137,8 @@ def quantize_network(net, calib, images, calib_mode="naive", exclude=(), graph=N
     already traced.
     """
     from gluonfuse.deploy.fuse import require_mkldnn
-    from gluonfuse.deploy.graph import inference_graph, symbol_block
+    from gluonfuse.deploy.graph import inference_graph
+    from gluonfuse.deploy.scales import folded_block
     from gluonfuse.models.views import MASKS_IN_FP32, Views
 
     if calib_mode not in CALIB_MODES:
@@ -149,8 +150,8 @@ def quantize_network(net, calib, images, calib_mode="naive", exclude=(), graph=N
     # graph: nodes computed only from constants (masks, gates) stay fp32, where int8 saves nothing.
     declared = origin.fp32_layers() if isinstance(origin, Views) else [MASKS_IN_FP32]
     excluded = automatic_exclusions(graph, declared) + user_exclusions(graph, exclude)
-    qnet = _quantize(symbol_block(graph, net.collect_params()), calib, calib_mode,
-                     sorted({name for name, _, _ in excluded}), images, graph)
+    fp32, _, _ = folded_block(net, graph)  # no _mul_scalar left where it can be folded: it has no int8 kernel
+    qnet = _quantize(fp32, calib, calib_mode, sorted({name for name, _, _ in excluded}), images, graph)
     return qnet, excluded
 
 
