@@ -78,7 +78,8 @@ def export_model(net, out_dir, name=None, epoch=0, input_shape=None, extra=None)
 
     ``net`` must be initialised; it is hybridized and traced once at ``input_shape`` (default: the
     spec's). ``extra`` entries (e.g. normalisation mean/std) are added to the metadata. Returns a
-    dict with the three paths.
+    dict with the three paths. The pair is staged and renamed into place; the meta file, removed
+    first and written last, marks a complete set.
     """
     import mxnet as mx
 
@@ -100,6 +101,8 @@ def export_model(net, out_dir, name=None, epoch=0, input_shape=None, extra=None)
             text = unique_node_names(f.read())
         with open(staged_symbol, "w") as f:
             f.write(text)
+        if os.path.exists(paths["meta"]):
+            os.remove(paths["meta"])  # written last: a pair without it was interrupted while being replaced
         for key in ("symbol", "params"):
             faults.point("write", paths[key])
             os.replace(os.path.join(staging, os.path.basename(paths[key])), paths[key])
