@@ -16,8 +16,8 @@ mxnet and its oneDNN, torch and its oneDNN and MKL, OpenMP threads and who set t
 before and after), then one table of every ratio: the median of the per-round ratios over
 interleaved rounds, their range and spread, then each part's own tables with the time it took.
 PyTorch rows that cannot run (torch not installed) are listed as skipped, with the reason. The
-defaults took 12.7 minutes on an idle 2-core AMD EPYC (models parts 7.8, infer 3.5, train and
-data 1.3); --quick shrinks every part to a few seconds, to check that the report runs, not to
+defaults took 13.6 minutes on a 2-core AMD EPYC at a load average of 1.3-1.6 (models parts 6.9,
+infer 5.0, train and data 1.5); --quick shrinks every part to a few seconds, to check that the report runs, not to
 measure.
 
     python tools/benchmark.py report --out report.md
@@ -54,7 +54,7 @@ PARTS = {
     "dfn_mr1": ("models: dfn_mr1 (cross 110)", bench_models,
                 ["--network", "dfn_mr1", "--against", "resnet:110," + TORCH_ALL, *MODEL_TIMING], None),
     "infer": ("infer: fp32, fused, int8 vs PyTorch", bench_infer,
-              ["--latency-calls", "10", "--iters", "1", "--warmup", "2"],
+              ["--latency-calls", "10", "--iters", "3", "--warmup", "2"],
               ("infer: fp32, fused, int8 vs PyTorch", ["--quick"])),
     "train": ("train: the trainer's pipeline", bench_train,
               ["--network", "cross", "--depth", "14", "--batch-size", "64", "--batches", "12", "--warmup", "3"],
@@ -77,12 +77,13 @@ PARTS = {
 # - train: 5 rounds x 3 cases x ~5 s (network build, 15 batches) ~75 s; data: ~50 s (1000 JPEGs
 #   packed 3 times by each tool, 10,000 records read twice); the framework probes ~10 s.
 # - infer: 12 worker processes (two networks x six variants; the int8 ones calibrate, ~10 s each to
-#   start), then per round 6 variants x (10 batch-1 calls + 1 batch-256 call + untimed first calls and
-#   0.3 s settling): `infer` with its own defaults (3 rounds, 30 latency calls, 2 iterations) took
-#   10 min at a load average of 1.2-2.9 from other processes; the report's lighter settings with 5
-#   rounds took 212 s on an idle machine.
-# Measured on an idle 2-core AMD EPYC: 762 s in all (models 104 + 101 + 265 s, infer 212 s, train
-# 35 s, data 41 s); more rounds buy narrower ranges at ~30 s each.
+#   start), then per round 6 variants x (10 batch-1 calls + 3 batch-256 calls + untimed first calls
+#   and 0.3 s settling): `infer` with its own defaults (3 rounds, 30 latency calls, 2 iterations) took
+#   10 min at a load average of 1.2-2.9 from other processes; the report's settings with 5 rounds
+#   took 295 s alone on an idle machine (212 s with 1 batch-256 call, too few for steady medians).
+# Measured on a 2-core AMD EPYC: 813 s in all at a load average of 1.3-1.6 (models 113 + 117 +
+# 186 s, infer 302 s, train 46 s, data 42 s); 762 s idle with the lighter infer part; more rounds
+# buy narrower ranges at ~30 s each.
 DEFAULT_ROUNDS, QUICK_ROUNDS = 5, 2
 CPU_NOTE = ("mxnet (oneDNN 2.x inside mxnet 1.9.1) and PyTorch (its own oneDNN and MKL) choose their kernels at "
             "run time from the CPU's instruction sets (the ISA in the machine line): ratios between them, and "
