@@ -10,7 +10,10 @@ mxnet. The statistics follow the authors'
   so the median is always an error some run really reached;
 * the training-error median is that same run's training error, so both columns describe one run;
 * mean ± std over all runs, with the population std (``numpy.std``, as the authors), and best = the
-  lowest final error of any run. Errors are shown in percent.
+  lowest final error of any run. Errors are shown in percent;
+* runs trained with ``--ema`` also tested the moving average of their weights: its final test error
+  gets the same statistics (the EMA's own median run) in one more column, shown when some group
+  has it ("-" for a group where not every run has it).
 
 Unfinished, failed or corrupt runs are not silently dropped: :func:`scan_runs` returns them with the
 reason, and the CLI lists them. Runs are read with :func:`gluonfuse.train.rundir.load_run` in its
@@ -127,6 +130,8 @@ def scan_runs(root):
 
 # ---------------------------------------------------------------- statistics
 
+STAT_NAMES = ("median", "mean", "std", "best")
+
 @dataclasses.dataclass
 class Stats:
     median: float
@@ -147,6 +152,7 @@ class Group:
     median_run: Run
     test: Stats
     train: Stats
+    ema: Stats = None  # the moving average's test error (--ema), when every run of the group has it
 
     @property
     def epochs(self):
@@ -215,8 +221,17 @@ def group_runs(runs, by=DEFAULT_BY):
         test = [r.final["test_error"] for r in members]
         train = [r.final["train_error"] for r in members]
         m = median_index(test)
-        out.append(Group(key, members, members[m], stats(test, m), stats(train, m)))
+        out.append(Group(key, members, members[m], stats(test, m), stats(train, m), _ema_stats(members)))
     return out
+
+
+def _ema_stats(runs):
+    """Stats of the final EMA test errors (median: the EMA's own median run), or None unless every
+    run tested a moving average (its ``ema_test_error`` column)."""
+    ema = [r.final.get("ema_test_error") for r in runs]
+    if not ema or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in ema):
+        return None
+    return stats(ema, median_index(ema))
 
 
 # ---------------------------------------------------------------- output
@@ -237,23 +252,28 @@ def format_groups(groups, by, fmt="table"):
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     by = split_by(by)
+    with_ema = any(g.ema for g in groups)  # a column only when some group trained with --ema
     if fmt == "csv":
         import io
 
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        stat_cols = [f"{which}_error_pct_{s}" for which in ("test", "train")
-                     for s in ("median", "mean", "std", "best")]
+        kinds = ("test", "train") + (("ema_test",) if with_ema else ())
+        stat_cols = [f"{which}_error_pct_{s}" for which in kinds for s in STAT_NAMES]
         writer.writerow(list(by) + ["runs", "epochs"] + stat_cols + ["median_run"])
         for g in groups:
-            values = [getattr(st, s) * 100 for st in (g.test, g.train) for s in ("median", "mean", "std", "best")]
+            cells = [f"{getattr(st, s) * 100:.4f}" for st in (g.test, g.train) for s in STAT_NAMES]
+            if with_ema:
+                cells += [f"{getattr(g.ema, s) * 100:.4f}" if g.ema else "" for s in STAT_NAMES]
             writer.writerow([_cell(v) for v in g.key] + [len(g.runs), "/".join(map(str, g.epochs))]
-                            + [f"{v:.4f}" for v in values] + [g.median_run.path])
+                            + cells + [g.median_run.path])
         return buf.getvalue()
     header = list(by) + ["runs", "epochs", "test error % median (mean ± std, best)",
                          "train error % median (mean ± std, best)"]
+    header += ["EMA test error % median (mean ± std, best)"] if with_ema else []
     rows = [[_cell(v) for v in g.key] + [str(len(g.runs)), "/".join(map(str, g.epochs)), g.test.text(),
-                                        g.train.text()] for g in groups]
+                                        g.train.text()] + ([g.ema.text() if g.ema else "-"] if with_ema else [])
+            for g in groups]
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]

@@ -294,3 +294,22 @@ def test_a_run_whose_process_died_is_reported_died_even_before_its_first_epoch(t
     reasons = {p.rsplit("/", 1)[1]: r for p, r in skipped}
     died = f"unfinished (died (process {child.pid} on {socket.gethostname()} is gone), epoch 1 of 3)"
     assert reasons == {"early": died, "later": died}
+
+
+def test_runs_trained_with_ema_report_its_test_error_too(cli, tmp_path):
+    root = tmp_path / "runs"
+    header = HEADER + ",ema_test_loss,ema_test_error,ema_test_top5_error"
+    for i, (test, ema) in enumerate([(0.05, 0.04), (0.06, 0.03), (0.07, 0.05)]):
+        make_run(root, f"ema_{i}", [test], metrics_text=f"{header}\n1,0.1,1,0.01,0,1,{test},0,1,1,1,{ema},0\n")
+    make_run(root, "plain_0", [0.08], network="resnet")
+    finished, _ = res.scan_runs(str(root))
+    cross, resnet = res.group_runs(finished)
+    assert cross.ema.text() == "4.00 (4.00 ± 0.82, 3.00)" and cross.test.median == pytest.approx(0.06)
+    assert resnet.ema is None
+    table = cli("results", root).stdout.splitlines()
+    assert table[0].endswith("EMA test error % median (mean ± std, best)")
+    assert table[1].endswith("4.00 (4.00 ± 0.82, 3.00)") and table[2].endswith("-")
+    rows = list(csv.DictReader(io.StringIO(cli("results", root, "--format", "csv").stdout)))
+    assert float(rows[0]["ema_test_error_pct_best"]) == pytest.approx(3.0) and rows[1]["ema_test_error_pct_best"] == ""
+    # without any EMA run the output keeps its columns
+    assert "EMA" not in cli("results", root / "plain_0").stdout

@@ -61,8 +61,9 @@ def results(runs_dir, by, fmt, plot, tensorboard_dir):
     Every run directory under RUNS_DIR (as written by 'gluonfuse train') is read; finished runs
     are grouped by --by. The median run is the run with the median final test error (with an even
     number of runs the worse of the two middle ones, as the authors' get_results.py); its training
-    error is the training median. Unfinished, failed and corrupt runs are listed on stderr and
-    skipped.
+    error is the training median. Runs trained with --ema add a column: the moving average's final
+    test error, with the same statistics. Unfinished, failed and corrupt runs are listed on stderr
+    and skipped.
 
     \b
     Examples:
