@@ -5,8 +5,9 @@ MXNet's MKLDNN backend folds BatchNorm into the preceding convolution and fuses 
 residual sum into it (``_sg_mkldnn_conv`` nodes). :func:`fuse` folds a network's scalar
 multiplications into its weights (:mod:`gluonfuse.deploy.scales`; cross's merges), then
 partitions its inference graph (:func:`gluonfuse.deploy.graph.inference_graph`) with
-``Symbol.get_backend_symbol('MKLDNN')``, runs the fused graph and the plain network on the same batch, and returns the fused one only when their
-outputs agree; otherwise the plain network with a one-line reason.
+``Symbol.get_backend_symbol('MKLDNN')``, runs the fused graph and the plain network on the same
+batch, and returns the fused one only when their outputs agree; otherwise the plain network with a
+one-line reason.
 """
 import dataclasses
 

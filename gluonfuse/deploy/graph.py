@@ -48,7 +48,8 @@ def symbol_block(graph_text, params):
         return mx.gluon.SymbolBlock(sym, [mx.sym.var("data")], params=params)
 
 
-def _consumers(nodes):
+def consumers_of(nodes):
+    """``{node index: [(consumer index, input slot)]}`` of a graph's node list."""
     found = {}
     for i, node in enumerate(nodes):
         for slot, entry in enumerate(node["inputs"]):
@@ -62,7 +63,7 @@ def guard_shared_convolutions(graph_text):
     """
     graph = json.loads(graph_text)
     nodes = graph["nodes"]
-    consumers = _consumers(nodes)
+    consumers = consumers_of(nodes)
     guarded = {}  # conv index -> [(consumer index, slot)] of its BatchNorm consumers
     for i, node in enumerate(nodes):
         users = consumers.get(i, [])
@@ -85,9 +86,15 @@ def guard_shared_convolutions(graph_text):
     for i, node in enumerate(nodes):
         node["inputs"] = [[redirect.get((i, slot), new_index[src]), out, ver]
                           for slot, (src, out, ver) in enumerate(node["inputs"])]
-    graph["nodes"] = order
-    graph["arg_nodes"] = [k for k, node in enumerate(order) if node["op"] == "null"]
     graph["heads"] = [[new_index[h[0]], h[1], h[2]] for h in graph["heads"]]
+    return dump_graph(graph, order)
+
+
+def dump_graph(graph, nodes):
+    """The JSON text of ``graph`` with its node list replaced by ``nodes`` (inputs and heads already
+    numbered in that list): the argument nodes recomputed, the row pointers left to mxnet."""
+    graph["nodes"] = nodes
+    graph["arg_nodes"] = [k for k, node in enumerate(nodes) if node["op"] == "null"]
     graph.pop("node_row_ptr", None)  # recomputed by mxnet on load
     return json.dumps(graph, indent=1, sort_keys=True) + "\n"
 

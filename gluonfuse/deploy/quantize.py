@@ -133,8 +133,9 @@ def quantize_network(net, calib, images, calib_mode="naive", exclude=(), graph=N
     ``excluded`` lists ``(layer, operator, why)`` for every layer kept in fp32: those the network
     declares (``fp32_layers()`` of its views; ``views``: the registered network an imported ``net``
     was exported from; for a graph of unknown origin, its constant masks) plus the ``exclude``
-    patterns. ``graph``: ``net``'s inference graph when
-    already traced.
+    patterns. ``graph``: ``net``'s inference graph when already traced. Scalar multiplications are
+    folded into a copy of the weights first (:mod:`gluonfuse.deploy.scales`): mxnet has no int8
+    kernel for them, and each would take the graph out of int8 and back.
     """
     from gluonfuse.deploy.fuse import require_mkldnn
     from gluonfuse.deploy.graph import inference_graph

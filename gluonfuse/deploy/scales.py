@@ -31,14 +31,15 @@ import dataclasses
 import json
 import math
 
+from gluonfuse.deploy.graph import CONSTANT_SOURCES, consumers_of, dump_graph
+
 # operators that commute with multiplying every input by one positive factor (same factor out)
 HOMOGENEOUS = {"relu", "Flatten", "flatten", "Reshape", "reshape", "Dropout", "_copy", "identity",
                "elemwise_add", "_plus", "_Plus", "broadcast_add", "add_n", "ElementWiseSum", "Concat", "concat",
                "mean", "sum", "_mul_scalar", "_div_scalar"}
 POOLING_TYPES = ("max", "avg", "sum")
-LINEAR_LAYERS = {"Convolution": ("weight", "bias"), "FullyConnected": ("weight", "bias")}
+LINEAR_LAYERS = ("Convolution", "FullyConnected")  # inputs: data, weight, optional bias
 BATCH_NORM_SCALED = (1, 2)  # gamma, beta inputs of BatchNorm
-CONSTANT_SOURCES = ("ones_like", "zeros_like")  # their output does not depend on their input's values
 ONE = "one"  # the factor-1 anchor of the union-find
 TOLERANCE = 1e-9  # relative: two ratios of factors are the same
 
@@ -108,10 +109,7 @@ def fold_scalars(graph_text, params):
     states included). Returns a :class:`Folded`; ``removed`` 0 leaves the graph text unchanged."""
     graph = json.loads(graph_text)
     nodes = graph["nodes"]
-    uses = {}
-    for node in nodes:
-        for src, _, _ in node["inputs"]:
-            uses[src] = uses.get(src, 0) + 1
+    consumers = consumers_of(nodes)
     factors = _Factors()
     factors.find(ONE)
     absorbers, scalars = [], []
@@ -119,7 +117,7 @@ def fold_scalars(graph_text, params):
     def own(node, slots):
         """True when the parameters at ``slots`` are variables this node alone reads."""
         entries = [node["inputs"][s] for s in slots if s < len(node["inputs"])]
-        return all(nodes[e[0]]["op"] == "null" and uses[e[0]] == 1 and nodes[e[0]]["name"] in params
+        return all(nodes[e[0]]["op"] == "null" and len(consumers[e[0]]) == 1 and nodes[e[0]]["name"] in params
                    for e in entries)
 
     def pin(entry):
@@ -140,7 +138,7 @@ def fold_scalars(graph_text, params):
             absorbers.append(i)
             pin(inputs[0])
             factors.find(out)
-        elif op in CONSTANT_SOURCES:
+        elif op in CONSTANT_SOURCES:  # the output does not depend on the input's values
             pin(out)
         elif op in HOMOGENEOUS or (op == "Activation" and attrs.get("act_type") == "relu") or (
                 op == "Pooling" and attrs.get("pool_type", "max") in POOLING_TYPES):
@@ -210,11 +208,8 @@ def _without(graph, removed):
             order.append(node)
     for node in order:
         node["inputs"] = [[new_index[s], o, v] for s, o, v in map(source, node["inputs"])]
-    graph["nodes"] = order
-    graph["arg_nodes"] = [k for k, node in enumerate(order) if node["op"] == "null"]
     graph["heads"] = [[new_index[s], o, v] for s, o, v in map(source, graph["heads"])]
-    graph.pop("node_row_ptr", None)  # recomputed by mxnet on load
-    return json.dumps(graph, indent=1, sort_keys=True) + "\n"
+    return dump_graph(graph, order)
 
 
 def folded_block(net, graph_text):
